@@ -1,0 +1,1 @@
+"""JWT authentication, the request principal and role guards."""

@@ -1,0 +1,1 @@
+"""The workflow context of a customer: the variables every template renders with."""

@@ -1,0 +1,1 @@
+"""Customers, their contracts and account teams."""

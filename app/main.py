@@ -1,0 +1,82 @@
+"""The Litestar application factory; nothing is configured at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+
+from app.auth.middleware import BearerAuthMiddleware
+from app.auth.tokens import TokenCodec
+from app.context.controller import ContextController
+from app.customers.controller import CustomerController
+from app.db.engine import DatabaseUrls, create_engine, create_sessionmaker, resolve_database
+from app.deps import DEPENDENCIES
+from app.health.controller import health
+from app.problems import EXCEPTION_HANDLERS
+from app.settings import Settings, get_settings
+from app.templates.engine import TemplateEngine
+from app.workflows.controller import SavedActionController, WorkflowController
+
+log = logging.getLogger("chatbranch")
+
+PUBLIC_PATHS = ["^/health", "^/metrics", "^/schema"]
+
+
+def create_app(settings: Settings | None = None, *, database: DatabaseUrls | None = None) -> Litestar:
+    """Build the service. Tests pass their own settings and an already-running database."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        owns_database = database is None
+        db = database or await asyncio.to_thread(resolve_database, settings)
+        engine = create_engine(db.app_url, pool_size=settings.pool_size,
+                               statement_timeout_ms=settings.statement_timeout_ms)
+        app.state.database = db
+        app.state.engine = engine
+        app.state.sessionmaker = create_sessionmaker(engine)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+            if owns_database:
+                db.stop()
+
+    state = State({
+        "settings": settings,
+        "token_codec": TokenCodec(settings),
+        "templates": TemplateEngine(),
+    })
+    prometheus = PrometheusConfig(app_name="chatbranch", group_path=True)
+    return Litestar(
+        route_handlers=[
+            health, PrometheusController, WorkflowController, ContextController,
+            CustomerController, SavedActionController,
+        ],
+        dependencies=DEPENDENCIES,
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[
+            prometheus.middleware,
+            DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS),
+        ],
+        cors_config=CORSConfig(allow_origins=settings.cors_origins, allow_credentials=False,
+                               allow_headers=["authorization", "content-type", "idempotency-key",
+                                              "last-event-id"])
+        if settings.cors_origins else None,
+        openapi_config=OpenAPIConfig(title="chatbranch", version="0.1.0", path="/schema",
+                                     render_plugins=[SwaggerRenderPlugin()]),
+        lifespan=[lifespan],
+        state=state,
+        request_max_body_size=2 * 1024 * 1024,
+        debug=False,
+    )

@@ -1,0 +1,1 @@
+"""Workflows: configs, versions, saved actions, chat branches and the context they render with."""

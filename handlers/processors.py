@@ -1,0 +1,205 @@
+"""Step processors that turn an LLM reply into analysis values (``code:Processors.*``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from handlers.types import ProcessorResult
+
+# Replies are model output of bounded size; scanning further only costs time.
+MAX_SCANNED_CHARS = 20_000
+MAX_JSON_ATTEMPTS = 25
+MAX_RECOMMENDATION_CHARS = 1_000
+
+OUTCOMES = ("renewed", "at_risk", "churned", "pending")
+
+# Negated renewal phrases are matched (and removed) first so "not renew" never counts as "renew".
+_NEGATIVE_RISK = re.compile(
+    r"\b(?:will not renew|won't renew|not renew(?:ing)?|churn\w*|cancel\w*|competitor\w*|"
+    r"budget cuts?|unhappy|frustrat\w*|escalat\w*|unresponsive|no response|delay\w*|"
+    r"downgrad\w*|at risk|concern\w*)\b"
+)
+_POSITIVE_RISK = re.compile(
+    r"\b(?:signed|renew(?:ed|al confirmed)?|happy|satisfied|expan\w*|committed|approved|"
+    r"on track|champion)\b"
+)
+_OUTCOME_SIGNALS: dict[str, re.Pattern[str]] = {
+    "churned": re.compile(
+        r"\b(?:churned|cancell?ed|terminated|will not renew|won't renew|not renewing|"
+        r"lost to (?:a )?competitor|closed lost)\b"
+    ),
+    "renewed": re.compile(
+        r"\b(?:renewed|signed|closed won|contract executed|po received|renewal confirmed)\b"
+    ),
+    "at_risk": re.compile(
+        r"\b(?:at risk|concern\w*|delay\w*|budget|competitor\w*|escalat\w*|unresponsive|"
+        r"pushback|hesita\w*|downgrad\w*)\b"
+    ),
+}
+
+
+class Processors:
+    """Stateless processors; each reads a reply and the template context and returns values."""
+
+    @staticmethod
+    def riskAssessment(reply_text: str, template_context: dict[str, Any]) -> ProcessorResult:
+        """Score renewal risk 0-100 from a JSON object in the reply, else from keywords, days, ARR."""
+        reported = _find_json_object(reply_text, required_key="riskScore")
+        heuristic_score, factors = _heuristic_risk(reply_text, template_context)
+        score = _as_finite_number(reported.get("riskScore")) if reported else None
+        source = "reply" if score is not None else "heuristic"
+        risk_score = _clamp_int(score if score is not None else heuristic_score, 0, 100)
+        recommendation = reported.get("recommendation") if reported else None
+        if not isinstance(recommendation, str) or not recommendation.strip():
+            recommendation = _recommend(risk_score)
+        return {
+            "riskScore": risk_score,
+            "riskLevel": _risk_level(risk_score),
+            "recommendation": recommendation.strip()[:MAX_RECOMMENDATION_CHARS],
+            "riskFactors": factors if source == "heuristic" else [],
+            "source": source,
+        }
+
+    @staticmethod
+    def outcomeClassifier(reply_text: str, template_context: dict[str, Any]) -> ProcessorResult:
+        """Classify the renewal outcome (renewed, at_risk, churned, pending) with a 0-1 confidence."""
+        reported = _find_json_object(reply_text, required_key="outcome")
+        if reported and reported.get("outcome") in OUTCOMES:
+            confidence = _as_finite_number(reported.get("confidence"))
+            return {
+                "outcome": reported["outcome"],
+                "confidence": _clamp_float(confidence if confidence is not None else 0.5),
+                "signals": [],
+                "source": "reply",
+            }
+        text = _scanned(reply_text)
+        hits = {name: pattern.findall(text) for name, pattern in _OUTCOME_SIGNALS.items()}
+        # Strongest evidence first: an explicit loss or win outranks mere concern.
+        for outcome in ("churned", "renewed", "at_risk"):
+            if hits[outcome]:
+                competing = sum(len(found) for name, found in hits.items() if name != outcome)
+                confidence = 0.5 + 0.15 * len(hits[outcome]) - 0.1 * competing
+                return {
+                    "outcome": outcome,
+                    "confidence": _clamp_float(confidence, low=0.2, high=0.9),
+                    "signals": sorted(set(hits[outcome])),
+                    "source": "heuristic",
+                }
+        days = _as_finite_number(_context_value(template_context, "workflow", "daysUntilRenewal"))
+        if days is not None and days < 0:
+            # Past the renewal date with no word of a signature is itself a risk signal.
+            return {
+                "outcome": "at_risk",
+                "confidence": 0.4,
+                "signals": ["overdue"],
+                "source": "heuristic",
+            }
+        return {"outcome": "pending", "confidence": 0.3, "signals": [], "source": "heuristic"}
+
+
+def _scanned(reply_text: str) -> str:
+    """Return the lower-cased prefix of the reply that the heuristics look at."""
+    return reply_text[:MAX_SCANNED_CHARS].lower() if isinstance(reply_text, str) else ""
+
+
+def _find_json_object(reply_text: str, required_key: str) -> dict[str, Any] | None:
+    """Return the first JSON object in the reply (fenced or inline) holding ``required_key``."""
+    if not isinstance(reply_text, str):
+        return None
+    text = reply_text[:MAX_SCANNED_CHARS]
+    decoder = json.JSONDecoder()
+    start = text.find("{")
+    attempts = 0
+    while start != -1 and attempts < MAX_JSON_ATTEMPTS:
+        attempts += 1
+        try:
+            value, _end = decoder.raw_decode(text, start)
+        except ValueError:
+            value = None
+        if isinstance(value, dict) and required_key in value:
+            return value
+        start = text.find("{", start + 1)
+    return None
+
+
+def _heuristic_risk(reply_text: str, template_context: dict[str, Any]) -> tuple[int, list[str]]:
+    """Score risk from reply keywords plus time left and ARR at stake; return score and factors."""
+    text = _scanned(reply_text)
+    negative = _NEGATIVE_RISK.findall(text)
+    positive = _POSITIVE_RISK.findall(_NEGATIVE_RISK.sub(" ", text))
+    score = 30 + 12 * len(negative) - 8 * len(positive)
+    factors = [f"mentions '{word}'" for word in sorted(set(negative))]
+    days = _as_finite_number(_context_value(template_context, "workflow", "daysUntilRenewal"))
+    if days is not None:
+        if days < 0:
+            score += 30
+            factors.append("renewal date has passed")
+        elif days <= 7:
+            score += 20
+            factors.append("renewal within 7 days")
+        elif days <= 14:
+            score += 10
+            factors.append("renewal within 14 days")
+        elif days > 60:
+            score -= 5
+    arr = _as_finite_number(_context_value(template_context, "workflow", "renewalARR"))
+    if arr is None:
+        arr = _as_finite_number(_context_value(template_context, "customer", "arr"))
+    if arr is not None and arr >= 250_000:
+        score += 10
+        factors.append("high-value renewal (ARR >= 250k)")
+    elif arr is not None and arr >= 100_000:
+        score += 5
+        factors.append("significant renewal (ARR >= 100k)")
+    return _clamp_int(score, 0, 100), factors
+
+
+def _context_value(template_context: dict[str, Any], section: str, key: str) -> Any:
+    """Return ``template_context[section][key]`` or None when either level is missing."""
+    container = template_context.get(section) if isinstance(template_context, dict) else None
+    return container.get(key) if isinstance(container, dict) else None
+
+
+def _as_finite_number(value: Any) -> float | None:
+    """Return value as a finite float when it is a number or numeric text, else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _clamp_int(value: float, low: int, high: int) -> int:
+    """Round and clamp a score into [low, high]."""
+    return max(low, min(high, round(value)))
+
+
+def _clamp_float(value: float, low: float = 0.0, high: float = 1.0) -> float:
+    """Clamp a confidence into [low, high], rounded to two places for stable JSON."""
+    return round(max(low, min(high, value)), 2)
+
+
+def _risk_level(risk_score: int) -> str:
+    """Name the band a score falls in."""
+    if risk_score >= 70:
+        return "high"
+    if risk_score >= 40:
+        return "medium"
+    return "low"
+
+
+def _recommend(risk_score: int) -> str:
+    """Give the default next move for a risk band when the reply recommended nothing."""
+    if risk_score >= 70:
+        return "Escalate now and agree a recovery plan with the account team."
+    if risk_score >= 40:
+        return "Confirm the decision maker and timeline this week."
+    return "Proceed with the standard renewal motion."
