@@ -19,8 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.db.engine import DatabaseUrls, create_engine, resolve_database
 from app.settings import Settings, get_settings
 
-cli = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="chatbranch: chat branches inside renewal workflows.")
+cli = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="chatbranch: chat branches inside renewal workflows.",
+)
 console = Console(stderr=True)
 T = TypeVar("T")
 
@@ -32,8 +35,10 @@ def _settings() -> Settings:
         user = os.environ.get("DB_USER", "postgres")
         password = os.environ.get("DB_PASSWORD", "")
         auth = f"{user}:{password}" if password else user
-        url = (f"postgresql+asyncpg://{auth}@{os.environ['DB_HOST']}:"
-               f"{os.environ.get('DB_PORT', '5432')}/{os.environ.get('DB_NAME', 'chatbranch')}")
+        url = (
+            f"postgresql+asyncpg://{auth}@{os.environ['DB_HOST']}:"
+            f"{os.environ.get('DB_PORT', '5432')}/{os.environ.get('DB_NAME', 'chatbranch')}"
+        )
         settings = settings.model_copy(update={"database_url": url})
     return settings
 
@@ -70,8 +75,10 @@ def _seed(db: DatabaseUrls, *, only_if_empty: bool = False, refresh: bool = Fals
             return
         report = await seed(conn, data)
         moved = await refresh_dates(conn, data, datetime.now(UTC).date()) if refresh else 0
-        console.print(f"seed: {report.total} rows inserted or changed {report.changed or ''}"
-                      + (f", {moved} dates moved" if refresh else ""))
+        console.print(
+            f"seed: {report.total} rows inserted or changed {report.changed or ''}"
+            + (f", {moved} dates moved" if refresh else "")
+        )
 
     _with_owner(db, work)
 
@@ -85,9 +92,11 @@ def migrate() -> None:
 
 
 @cli.command(name="seed")
-def seed_command(refresh_dates: bool = typer.Option(
-        False, "--refresh-dates", help="Move demo renewal dates back to their offsets from today.")
-                 ) -> None:
+def seed_command(
+    refresh_dates: bool = typer.Option(
+        False, "--refresh-dates", help="Move demo renewal dates back to their offsets from today."
+    ),
+) -> None:
     """Upsert the demo data and core workflows in one transaction (idempotent)."""
     from app.seeding import SeedError
 
@@ -101,25 +110,30 @@ def seed_command(refresh_dates: bool = typer.Option(
 
 
 @cli.command()
-def validate(files: list[Path] = typer.Argument(None, help="Workflow JSON files (default: seeds)"),
-             branches: Path = typer.Option(None, help="Chat branches JSON (default: seeds')"),
-             saved_actions: Path = typer.Option(None, help="Saved actions JSON (default: seeds')"),
-             ) -> None:
+def validate(
+    files: list[Path] = typer.Argument(None, help="Workflow JSON files (default: seeds)"),
+    branches: Path = typer.Option(None, help="Chat branches JSON (default: seeds')"),
+    saved_actions: Path = typer.Option(None, help="Saved actions JSON (default: seeds')"),
+) -> None:
     """Validate workflow files: the spec's eight checks plus grammar and references."""
     from app.seeding import SEEDS_DIR
     from app.workflows.validation import format_report, validate_workflow_text
 
     paths = files or sorted((SEEDS_DIR / "workflows").glob("*.json"))
     branch_rows = _load_json(branches or SEEDS_DIR / "chat_branches.json", [])
-    saved_ids = {a.get("actionId") for a in
-                 _load_json(saved_actions or SEEDS_DIR / "saved_actions.json", [])}
+    saved_ids = {
+        a.get("actionId") for a in _load_json(saved_actions or SEEDS_DIR / "saved_actions.json", [])
+    }
     reports = []
     for path in paths:
         raw = path.read_text(errors="replace") if path.exists() else ""
         workflow_id = _peek_id(raw)
         own = [b for b in branch_rows if isinstance(b, dict) and b.get("workflowId") == workflow_id]
-        reports.append(validate_workflow_text(raw, branches=own or None, saved_action_ids=saved_ids,
-                                              source=str(path)))
+        reports.append(
+            validate_workflow_text(
+                raw, branches=own or None, saved_action_ids=saved_ids, source=str(path)
+            )
+        )
     print(format_report(reports))
     if not all(r.ok for r in reports):
         raise typer.Exit(1)
@@ -146,16 +160,22 @@ def token(email: str = typer.Option(..., "--email", help="A seeded user's e-mail
     db = resolve_database(settings)
 
     async def lookup(conn: AsyncConnection) -> Any:
-        return (await conn.execute(text(
-            "SELECT id, tenant_id, role, email FROM users WHERE lower(email) = lower(:e)"),
-            {"e": email})).one_or_none()
+        return (
+            await conn.execute(
+                text("SELECT id, tenant_id, role, email FROM users WHERE lower(email) = lower(:e)"),
+                {"e": email},
+            )
+        ).one_or_none()
 
     row = _with_owner(db, lookup)
     if row is None:
         console.print(f"[red]no user with e-mail {email}; `chatbranch users` lists them[/red]")
         raise typer.Exit(1)
-    print(TokenCodec(settings).encode(user_id=row.id, tenant_id=row.tenant_id, role=row.role,
-                                      email=row.email))
+    print(
+        TokenCodec(settings).encode(
+            user_id=row.id, tenant_id=row.tenant_id, role=row.role, email=row.email
+        )
+    )
 
 
 @cli.command()
@@ -164,9 +184,14 @@ def users() -> None:
     db = resolve_database(_settings())
 
     async def rows(conn: AsyncConnection) -> Any:
-        return (await conn.execute(text(
-            "SELECT u.email, u.name, u.role, t.name AS tenant FROM users u"
-            " JOIN tenants t ON t.id = u.tenant_id ORDER BY t.name, u.role, u.email"))).all()
+        return (
+            await conn.execute(
+                text(
+                    "SELECT u.email, u.name, u.role, t.name AS tenant FROM users u"
+                    " JOIN tenants t ON t.id = u.tenant_id ORDER BY t.name, u.role, u.email"
+                )
+            )
+        ).all()
 
     table = Table("email", "name", "role", "tenant")
     for row in _with_owner(db, rows):
@@ -175,8 +200,11 @@ def users() -> None:
 
 
 @cli.command()
-def run(workers: int = typer.Option(1, help="Worker processes"),
-        host: str = typer.Option(None), port: int = typer.Option(None)) -> None:
+def run(
+    workers: int = typer.Option(1, help="Worker processes"),
+    host: str = typer.Option(None),
+    port: int = typer.Option(None),
+) -> None:
     """Start the database (embedded unless DATABASE_URL), migrate, seed if empty, and serve."""
     import uvicorn
 
@@ -193,8 +221,15 @@ def run(workers: int = typer.Option(1, help="Worker processes"),
     )
     if settings.database_url:
         os.environ.setdefault("DATABASE_URL", settings.database_url)
-    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="info", access_log=False)
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        access_log=False,
+    )
     db.stop()
 
 

@@ -6,7 +6,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from litestar import Request
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal
@@ -37,3 +37,7 @@ DEPENDENCIES = {
     "principal": Provide(provide_principal),
     "db_session": Provide(provide_db_session),
 }
+
+# Explicit markers for handler signatures (Litestar 3 drops inferred dependencies).
+DbSession = NamedDependency[AsyncSession]
+CurrentUser = NamedDependency[Principal]

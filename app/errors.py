@@ -11,8 +11,9 @@ class AppError(Exception):
     status: int = 500
     title: str = "Internal error"
 
-    def __init__(self, detail: str, *, errors: list[Any] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, detail: str, *, errors: list[Any] | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = errors

@@ -32,7 +32,9 @@ log = logging.getLogger("chatbranch")
 PUBLIC_PATHS = ["^/health", "^/metrics", "^/schema"]
 
 
-def create_app(settings: Settings | None = None, *, database: DatabaseUrls | None = None) -> Litestar:
+def create_app(
+    settings: Settings | None = None, *, database: DatabaseUrls | None = None
+) -> Litestar:
     """Build the service. Tests pass their own settings and an already-running database."""
     settings = settings or get_settings()
 
@@ -40,8 +42,12 @@ def create_app(settings: Settings | None = None, *, database: DatabaseUrls | Non
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         owns_database = database is None
         db = database or await asyncio.to_thread(resolve_database, settings)
-        engine = create_engine(db.app_url, pool_size=settings.pool_size,
-                               statement_timeout_ms=settings.statement_timeout_ms)
+        engine = create_engine(
+            db.app_url,
+            pool_size=settings.pool_size,
+            max_overflow=settings.pool_overflow,
+            statement_timeout_ms=settings.statement_timeout_ms,
+        )
         app.state.database = db
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
@@ -52,16 +58,22 @@ def create_app(settings: Settings | None = None, *, database: DatabaseUrls | Non
             if owns_database:
                 db.stop()
 
-    state = State({
-        "settings": settings,
-        "token_codec": TokenCodec(settings),
-        "templates": TemplateEngine(),
-    })
+    state = State(
+        {
+            "settings": settings,
+            "token_codec": TokenCodec(settings),
+            "templates": TemplateEngine(),
+        }
+    )
     prometheus = PrometheusConfig(app_name="chatbranch", group_path=True)
     return Litestar(
         route_handlers=[
-            health, PrometheusController, WorkflowController, ContextController,
-            CustomerController, SavedActionController,
+            health,
+            PrometheusController,
+            WorkflowController,
+            ContextController,
+            CustomerController,
+            SavedActionController,
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
@@ -69,12 +81,19 @@ def create_app(settings: Settings | None = None, *, database: DatabaseUrls | Non
             prometheus.middleware,
             DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS),
         ],
-        cors_config=CORSConfig(allow_origins=settings.cors_origins, allow_credentials=False,
-                               allow_headers=["authorization", "content-type", "idempotency-key",
-                                              "last-event-id"])
-        if settings.cors_origins else None,
-        openapi_config=OpenAPIConfig(title="chatbranch", version="0.1.0", path="/schema",
-                                     render_plugins=[SwaggerRenderPlugin()]),
+        cors_config=CORSConfig(
+            allow_origins=settings.cors_origins,
+            allow_credentials=False,
+            allow_headers=["authorization", "content-type", "idempotency-key", "last-event-id"],
+        )
+        if settings.cors_origins
+        else None,
+        openapi_config=OpenAPIConfig(
+            title="chatbranch",
+            version="0.1.0",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+        ),
         lifespan=[lifespan],
         state=state,
         request_max_body_size=2 * 1024 * 1024,

@@ -15,16 +15,32 @@ log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 
 _TYPE_SLUGS = {
-    400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
-    405: "method-not-allowed", 409: "conflict", 413: "payload-too-large",
-    415: "unsupported-media-type", 422: "unprocessable-content", 429: "too-many-requests",
-    500: "internal-error", 502: "bad-gateway", 503: "service-unavailable",
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    409: "conflict",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    422: "unprocessable-content",
+    429: "too-many-requests",
+    500: "internal-error",
+    502: "bad-gateway",
+    503: "service-unavailable",
 }
 _TITLES = {405: "Method not allowed", 415: "Unsupported media type", 500: "Internal error"}
 
 
-def problem(status: int, title: str, detail: str, *, errors: list[Any] | None = None,
-            instance: str | None = None, headers: dict[str, str] | None = None) -> Response[Any]:
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    errors: list[Any] | None = None,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Any]:
     """A problem-details response."""
     body: dict[str, Any] = {
         "type": f"https://chatbranch.dev/problems/{_TYPE_SLUGS.get(status, 'error')}",
@@ -40,14 +56,25 @@ def problem(status: int, title: str, detail: str, *, errors: list[Any] | None = 
 
 
 def _app_error(request: Request[Any, Any, Any], exc: AppError) -> Response[Any]:
-    return problem(exc.status, exc.title, exc.detail, errors=exc.errors,
-                   instance=request.url.path, headers=exc.headers)
+    return problem(
+        exc.status,
+        exc.title,
+        exc.detail,
+        errors=exc.errors,
+        instance=request.url.path,
+        headers=exc.headers,
+    )
 
 
 def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     errors = exc.extra if isinstance(exc.extra, list) else None
-    return problem(400, "Bad request", exc.detail or "invalid request", errors=errors,
-                   instance=request.url.path)
+    return problem(
+        400,
+        "Bad request",
+        exc.detail or "invalid request",
+        errors=errors,
+        instance=request.url.path,
+    )
 
 
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
@@ -60,14 +87,22 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
 def _db_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[Any]:
     # Never echo SQL or driver text to clients; it can carry other rows' data.
     log.exception("database error on %s", request.url.path)
-    return problem(503 if exc.connection_invalidated else 500, "Database error",
-                   "the database could not complete the request", instance=request.url.path)
+    return problem(
+        503 if exc.connection_invalidated else 500,
+        "Database error",
+        "the database could not complete the request",
+        instance=request.url.path,
+    )
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("unhandled error on %s", request.url.path)
-    return problem(500, "Internal error", "the server could not complete the request",
-                   instance=request.url.path)
+    return problem(
+        500,
+        "Internal error",
+        "the server could not complete the request",
+        instance=request.url.path,
+    )
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {

@@ -64,10 +64,14 @@ def load_seed_files(root: Path = SEEDS_DIR) -> SeedData:
     problems = []
     for config in workflows:
         own = [b for b in branches if b.get("workflowId") == config.get("id")]
-        report = validate_workflow(config, branches=own, saved_action_ids=saved_ids,
-                                   source=str(config.get("id")))
-        problems += [f"{config.get('id')}: {c.name}: {'; '.join(c.errors)}"
-                     for c in report.checks if not c.passed]
+        report = validate_workflow(
+            config, branches=own, saved_action_ids=saved_ids, source=str(config.get("id"))
+        )
+        problems += [
+            f"{config.get('id')}: {c.name}: {'; '.join(c.errors)}"
+            for c in report.checks
+            if not c.passed
+        ]
     if problems:
         raise SeedError("invalid seed workflows:\n" + "\n".join(problems))
     documents = [parse_document(p) for p in sorted((root / "knowledge").glob("*.md"))]
@@ -84,14 +88,24 @@ def parse_document(path: Path) -> dict[str, Any]:
             key, _, value = line.partition(":")
             if key.strip():
                 meta[key.strip()] = value.strip()
-        raw = raw[match.end():]
-    return {"title": meta.get("title", path.stem), "source": meta.get("source", path.name),
-            "tenant": meta.get("tenant", "demo"), "customer": meta.get("customer") or None,
-            "content": raw.strip()}
+        raw = raw[match.end() :]
+    return {
+        "title": meta.get("title", path.stem),
+        "source": meta.get("source", path.name),
+        "tenant": meta.get("tenant", "demo"),
+        "customer": meta.get("customer") or None,
+        "content": raw.strip(),
+    }
 
 
-async def _upsert(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]],
-                  conflict: dict[str, Any], update: list[str], returning: str = "id") -> list[Any]:
+async def _upsert(
+    conn: AsyncConnection,
+    table: Table,
+    rows: list[dict[str, Any]],
+    conflict: dict[str, Any],
+    update: list[str],
+    returning: str = "id",
+) -> list[Any]:
     """Insert rows; on conflict update only when a listed column really differs."""
     if not rows:
         return []
@@ -117,101 +131,269 @@ async def seed(conn: AsyncConnection, data: SeedData, today: date | None = None)
 
 
 async def _seed_core(conn: AsyncConnection, data: SeedData, report: SeedReport) -> None:
-    rows = [{
-        "workflow_id": c["id"], "name": c["name"], "description": c.get("description"),
-        "version": str(c.get("version", "1.0.0")), "config": c, "is_core": True, "tenant_id": None,
-    } for c in data.workflows]
-    report.add("workflows", len(await _upsert(
-        conn, Workflow.__table__, rows, {"constraint": "workflows_workflow_id_key"},
-        ["name", "description", "version", "config"])))
-    rows = [{
-        "action_id": a["actionId"], "action_name": a["actionName"],
-        "action_type": a["actionType"], "handler": a.get("handler"), "config": a.get("config"),
-        "available_globally": a.get("availableGlobally", True),
-    } for a in data.saved_actions]
-    report.add("saved_actions", len(await _upsert(
-        conn, SavedAction.__table__, rows, {"index_elements": ["action_id"]},
-        ["action_name", "action_type", "handler", "config", "available_globally"])))
-    rows = [{
-        "workflow_id": b["workflowId"], "from_step_id": b["fromStepId"], "branch_id": b["branchId"],
-        "branch_label": b["branchLabel"], "branch_type": b["branchType"],
-        "user_prompts": b.get("userPrompts") or [], "response_text": b.get("responseText"),
-        "next_step_id": b.get("nextStepId"), "saved_action_id": b.get("savedActionId"),
-        "llm_handler": b.get("llmHandler"), "allow_off_script": bool(b.get("allowOffScript")),
-        "return_to_step": b.get("returnToStep"), "tenant_id": None,
-        "llm_config": b.get("llmConfig") or {},
-    } for b in data.branches]
-    report.add("chat_branches", len(await _upsert(
-        conn, ChatBranch.__table__, rows, {"constraint": "workflow_chat_branches_branch_key"},
-        ["branch_label", "branch_type", "user_prompts", "response_text", "next_step_id",
-         "saved_action_id", "llm_handler", "allow_off_script", "return_to_step", "llm_config"])))
+    rows = [
+        {
+            "workflow_id": c["id"],
+            "name": c["name"],
+            "description": c.get("description"),
+            "version": str(c.get("version", "1.0.0")),
+            "config": c,
+            "is_core": True,
+            "tenant_id": None,
+        }
+        for c in data.workflows
+    ]
+    report.add(
+        "workflows",
+        len(
+            await _upsert(
+                conn,
+                Workflow.__table__,
+                rows,
+                {"constraint": "workflows_workflow_id_key"},
+                ["name", "description", "version", "config"],
+            )
+        ),
+    )
+    rows = [
+        {
+            "action_id": a["actionId"],
+            "action_name": a["actionName"],
+            "action_type": a["actionType"],
+            "handler": a.get("handler"),
+            "config": a.get("config"),
+            "available_globally": a.get("availableGlobally", True),
+        }
+        for a in data.saved_actions
+    ]
+    report.add(
+        "saved_actions",
+        len(
+            await _upsert(
+                conn,
+                SavedAction.__table__,
+                rows,
+                {"index_elements": ["action_id"]},
+                ["action_name", "action_type", "handler", "config", "available_globally"],
+            )
+        ),
+    )
+    rows = [
+        {
+            "workflow_id": b["workflowId"],
+            "from_step_id": b["fromStepId"],
+            "branch_id": b["branchId"],
+            "branch_label": b["branchLabel"],
+            "branch_type": b["branchType"],
+            "user_prompts": b.get("userPrompts") or [],
+            "response_text": b.get("responseText"),
+            "next_step_id": b.get("nextStepId"),
+            "saved_action_id": b.get("savedActionId"),
+            "llm_handler": b.get("llmHandler"),
+            "allow_off_script": bool(b.get("allowOffScript")),
+            "return_to_step": b.get("returnToStep"),
+            "tenant_id": None,
+            "llm_config": b.get("llmConfig") or {},
+        }
+        for b in data.branches
+    ]
+    report.add(
+        "chat_branches",
+        len(
+            await _upsert(
+                conn,
+                ChatBranch.__table__,
+                rows,
+                {"constraint": "workflow_chat_branches_branch_key"},
+                [
+                    "branch_label",
+                    "branch_type",
+                    "user_prompts",
+                    "response_text",
+                    "next_step_id",
+                    "saved_action_id",
+                    "llm_handler",
+                    "allow_off_script",
+                    "return_to_step",
+                    "llm_config",
+                ],
+            )
+        ),
+    )
 
 
-async def _seed_tenant(conn: AsyncConnection, tenant: dict[str, Any], documents: list[dict[str, Any]],
-                       today: date, report: SeedReport) -> None:
+async def _seed_tenant(
+    conn: AsyncConnection,
+    tenant: dict[str, Any],
+    documents: list[dict[str, Any]],
+    today: date,
+    report: SeedReport,
+) -> None:
     changed = await _upsert(
-        conn, Tenant.__table__,
+        conn,
+        Tenant.__table__,
         [{"slug": tenant["slug"], "name": tenant["name"], "company": tenant.get("company", {})}],
-        {"index_elements": ["slug"]}, ["name", "company"])
+        {"index_elements": ["slug"]},
+        ["name", "company"],
+    )
     report.add("tenants", len(changed))
-    tenant_id = (await conn.execute(text("SELECT id FROM tenants WHERE slug = :s"),
-                                    {"s": tenant["slug"]})).scalar_one()
-    users = [{"tenant_id": tenant_id, "email": u["email"], "name": u.get("name", u["email"]),
-              "role": u["role"], "manager_email": u.get("manager")} for u in tenant["users"]]
-    report.add("users", len(await _upsert(conn, User.__table__, users,
-                                           {"index_elements": ["email"]},
-                                           ["tenant_id", "name", "role", "manager_email"])))
-    user_ids = dict((await conn.execute(
-        text("SELECT email, id FROM users WHERE tenant_id = :t"), {"t": tenant_id})).all())
+    tenant_id = (
+        await conn.execute(text("SELECT id FROM tenants WHERE slug = :s"), {"s": tenant["slug"]})
+    ).scalar_one()
+    users = [
+        {
+            "tenant_id": tenant_id,
+            "email": u["email"],
+            "name": u.get("name", u["email"]),
+            "role": u["role"],
+            "manager_email": u.get("manager"),
+        }
+        for u in tenant["users"]
+    ]
+    report.add(
+        "users",
+        len(
+            await _upsert(
+                conn,
+                User.__table__,
+                users,
+                {"index_elements": ["email"]},
+                ["tenant_id", "name", "role", "manager_email"],
+            )
+        ),
+    )
+    user_ids = dict(
+        (
+            await conn.execute(
+                text("SELECT email, id FROM users WHERE tenant_id = :t"), {"t": tenant_id}
+            )
+        ).all()
+    )
     for c in tenant["customers"]:
         # Dates are placed relative to the first seeding and then left alone, so a re-run on a
         # later day changes nothing (`chatbranch seed --refresh-dates` moves them again).
-        row = {"tenant_id": tenant_id, "external_key": c["key"], "name": c["name"],
-               "arr": c["arr"], "renewal_date": today + timedelta(days=c["renewalInDays"]),
-               "has_account_plan": c.get("hasAccountPlan", False), "industry": c.get("industry"),
-               "health_score": c.get("healthScore"), "csm_id": user_ids.get(c.get("csmEmail"))}
-        report.add("customers", len(await _upsert(
-            conn, Customer.__table__, [row], {"index_elements": ["tenant_id", "external_key"]},
-            ["name", "arr", "has_account_plan", "industry", "health_score", "csm_id"])))
-        customer_id = (await conn.execute(
-            text("SELECT id FROM customers WHERE tenant_id = :t AND external_key = :k"),
-            {"t": tenant_id, "k": c["key"]})).scalar_one()
-        contracts = [{
-            "tenant_id": tenant_id, "customer_id": customer_id,
-            "contract_number": k["contractNumber"], "plan": k.get("plan"), "seats": k.get("seats"),
-            "arr": k["arr"], "start_date": today + timedelta(days=k["startInDays"]),
-            "end_date": today + timedelta(days=k["endInDays"]), "status": k.get("status", "active"),
-            "auto_renew": k.get("autoRenew", False),
-        } for k in c.get("contracts", [])]
-        report.add("contracts", len(await _upsert(
-            conn, Contract.__table__, contracts,
-            {"index_elements": ["tenant_id", "contract_number"]},
-            ["plan", "seats", "arr", "status", "auto_renew"])))
-        team = [{"tenant_id": tenant_id, "customer_id": customer_id, "role": m["role"],
-                 "name": m["name"], "email": m["email"]} for m in c.get("accountTeam", [])]
-        report.add("account_teams", len(await _upsert(
-            conn, AccountTeamMember.__table__, team,
-            {"index_elements": ["customer_id", "role", "email"]}, ["name"])))
+        row = {
+            "tenant_id": tenant_id,
+            "external_key": c["key"],
+            "name": c["name"],
+            "arr": c["arr"],
+            "renewal_date": today + timedelta(days=c["renewalInDays"]),
+            "has_account_plan": c.get("hasAccountPlan", False),
+            "industry": c.get("industry"),
+            "health_score": c.get("healthScore"),
+            "csm_id": user_ids.get(c.get("csmEmail")),
+        }
+        report.add(
+            "customers",
+            len(
+                await _upsert(
+                    conn,
+                    Customer.__table__,
+                    [row],
+                    {"index_elements": ["tenant_id", "external_key"]},
+                    ["name", "arr", "has_account_plan", "industry", "health_score", "csm_id"],
+                )
+            ),
+        )
+        customer_id = (
+            await conn.execute(
+                text("SELECT id FROM customers WHERE tenant_id = :t AND external_key = :k"),
+                {"t": tenant_id, "k": c["key"]},
+            )
+        ).scalar_one()
+        contracts = [
+            {
+                "tenant_id": tenant_id,
+                "customer_id": customer_id,
+                "contract_number": k["contractNumber"],
+                "plan": k.get("plan"),
+                "seats": k.get("seats"),
+                "arr": k["arr"],
+                "start_date": today + timedelta(days=k["startInDays"]),
+                "end_date": today + timedelta(days=k["endInDays"]),
+                "status": k.get("status", "active"),
+                "auto_renew": k.get("autoRenew", False),
+            }
+            for k in c.get("contracts", [])
+        ]
+        report.add(
+            "contracts",
+            len(
+                await _upsert(
+                    conn,
+                    Contract.__table__,
+                    contracts,
+                    {"index_elements": ["tenant_id", "contract_number"]},
+                    ["plan", "seats", "arr", "status", "auto_renew"],
+                )
+            ),
+        )
+        team = [
+            {
+                "tenant_id": tenant_id,
+                "customer_id": customer_id,
+                "role": m["role"],
+                "name": m["name"],
+                "email": m["email"],
+            }
+            for m in c.get("accountTeam", [])
+        ]
+        report.add(
+            "account_teams",
+            len(
+                await _upsert(
+                    conn,
+                    AccountTeamMember.__table__,
+                    team,
+                    {"index_elements": ["customer_id", "role", "email"]},
+                    ["name"],
+                )
+            ),
+        )
     await _seed_documents(conn, tenant, tenant_id, documents, report)
 
 
-async def _seed_documents(conn: AsyncConnection, tenant: dict[str, Any], tenant_id: Any,
-                          documents: list[dict[str, Any]], report: SeedReport) -> None:
+async def _seed_documents(
+    conn: AsyncConnection,
+    tenant: dict[str, Any],
+    tenant_id: Any,
+    documents: list[dict[str, Any]],
+    report: SeedReport,
+) -> None:
     for doc in (d for d in documents if d["tenant"] == tenant["slug"]):
         customer_id = None
         if doc["customer"]:
-            customer_id = (await conn.execute(
-                text("SELECT id FROM customers WHERE tenant_id = :t AND external_key = :k"),
-                {"t": tenant_id, "k": doc["customer"]})).scalar_one_or_none()
+            customer_id = (
+                await conn.execute(
+                    text("SELECT id FROM customers WHERE tenant_id = :t AND external_key = :k"),
+                    {"t": tenant_id, "k": doc["customer"]},
+                )
+            ).scalar_one_or_none()
             if customer_id is None:
                 raise SeedError(f"document {doc['source']}: unknown customer {doc['customer']}")
         digest = hashlib.sha256(doc["content"].encode()).hexdigest()
-        inserted = (await conn.execute(text(
-            "INSERT INTO knowledge_documents (tenant_id, customer_id, title, source, content,"
-            " content_hash) VALUES (:t, :c, :title, :source, :content, :hash)"
-            " ON CONFLICT ON CONSTRAINT knowledge_documents_content_key DO NOTHING RETURNING id"),
-            {"t": tenant_id, "c": customer_id, "title": doc["title"], "source": doc["source"],
-             "content": doc["content"], "hash": digest})).scalars().all()
+        inserted = (
+            (
+                await conn.execute(
+                    text(
+                        "INSERT INTO knowledge_documents (tenant_id, customer_id, title, source,"
+                        " content, content_hash) VALUES (:t, :c, :title, :source, :content, :hash)"
+                        " ON CONFLICT ON CONSTRAINT knowledge_documents_content_key"
+                        " DO NOTHING RETURNING id"
+                    ),
+                    {
+                        "t": tenant_id,
+                        "c": customer_id,
+                        "title": doc["title"],
+                        "source": doc["source"],
+                        "content": doc["content"],
+                        "hash": digest,
+                    },
+                )
+            )
+            .scalars()
+            .all()
+        )
         report.add("knowledge_documents", len(inserted))
 
 
@@ -220,19 +402,32 @@ async def refresh_dates(conn: AsyncConnection, data: SeedData, today: date) -> i
     moved = 0
     for tenant in data.tenants:
         for c in tenant["customers"]:
-            result = await conn.execute(text(
-                "UPDATE customers SET renewal_date = :d WHERE external_key = :k AND tenant_id ="
-                " (SELECT id FROM tenants WHERE slug = :s) AND renewal_date <> :d"),
-                {"d": today + timedelta(days=c["renewalInDays"]), "k": c["key"],
-                 "s": tenant["slug"]})
+            result = await conn.execute(
+                text(
+                    "UPDATE customers SET renewal_date = :d WHERE external_key = :k AND tenant_id ="
+                    " (SELECT id FROM tenants WHERE slug = :s) AND renewal_date <> :d"
+                ),
+                {
+                    "d": today + timedelta(days=c["renewalInDays"]),
+                    "k": c["key"],
+                    "s": tenant["slug"],
+                },
+            )
             moved += result.rowcount or 0
             for k in c.get("contracts", []):
-                result = await conn.execute(text(
-                    "UPDATE contracts SET start_date = :a, end_date = :b WHERE contract_number = :n"
-                    " AND tenant_id = (SELECT id FROM tenants WHERE slug = :s)"
-                    " AND (start_date, end_date) IS DISTINCT FROM (:a, :b)"),
-                    {"a": today + timedelta(days=k["startInDays"]),
-                     "b": today + timedelta(days=k["endInDays"]),
-                     "n": k["contractNumber"], "s": tenant["slug"]})
+                result = await conn.execute(
+                    text(
+                        "UPDATE contracts SET start_date = :a, end_date = :b"
+                        " WHERE contract_number = :n"
+                        " AND tenant_id = (SELECT id FROM tenants WHERE slug = :s)"
+                        " AND (start_date, end_date) IS DISTINCT FROM (:a, :b)"
+                    ),
+                    {
+                        "a": today + timedelta(days=k["startInDays"]),
+                        "b": today + timedelta(days=k["endInDays"]),
+                        "n": k["contractNumber"],
+                        "s": tenant["slug"],
+                    },
+                )
                 moved += result.rowcount or 0
     return moved

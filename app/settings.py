@@ -1,4 +1,4 @@
-"""One typed settings object, read once from the environment (CHATBRANCH_* and a few standard names)."""
+"""One typed settings object, read once from the environment (CHATBRANCH_* and standard names)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     app_db_password: str | None = None
     data_dir: Path = Path(".chatbranch")
     pool_size: int = 10
+    pool_overflow: int = 10
     statement_timeout_ms: int = 15_000
 
     # HTTP

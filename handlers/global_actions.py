@@ -54,7 +54,9 @@ class GlobalActions:
         next_step_id = _default_route(ctx.step)
         if next_step_id is not None and next_step_id not in step_ids:
             raise HandlerInputError("skip: routing.defaultRoute names a step the workflow lacks")
-        if next_step_id is None:
+        # A step whose default route loops back to itself (a daily follow-up) must still be left.
+        if next_step_id is None or next_step_id == ctx.step_id:
+            next_step_id = None
             position = step_ids.index(ctx.step_id)
             if position + 1 < len(step_ids):
                 next_step_id = step_ids[position + 1]
@@ -72,7 +74,7 @@ class GlobalActions:
 
     @staticmethod
     def escalate(ctx: ActionContext) -> ActionResult:
-        """Record an escalation at ``config.level`` (manager, vp, ceo) and fire its notifications."""
+        """Record an escalation at ``config.level`` (manager, vp, ceo); fire its notifications."""
         level = ctx.action_config.get("level", "manager")
         if not isinstance(level, str) or level not in ESCALATION_RECIPIENTS:
             known = ", ".join(ESCALATION_RECIPIENTS)

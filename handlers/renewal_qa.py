@@ -16,7 +16,7 @@ GUIDANCE = (
 
 
 def setup(inp: LlmHandlerInput) -> LlmSetup:
-    """Shape a renewal Q&A thread: data-grounded guidance, query and chart tools, low temperature."""
+    """Shape a renewal Q&A thread: data-grounded guidance, query and chart tools."""
     return LlmSetup(
         system_prompt_suffix=GUIDANCE,
         tools=offered_in_preference_order(PREFERRED_TOOLS, inp.tools),

@@ -1,4 +1,4 @@
-"""Value types passed into and out of branch handlers; handlers return intents, never touch the DB."""
+"""Types passed into and out of branch handlers: handlers return intents, never touch the DB."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class HandlerInputError(ValueError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ActionContext:
-    """Everything a saved action may read: the execution, its step, the action config, the context."""
+    """Everything a saved action may read: execution, step, action config, template context."""
 
     execution_id: str
     workflow_id: str
@@ -63,7 +63,7 @@ class LlmHandlerInput:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LlmSetup:
-    """How a handler shapes a thread: prompt suffix, tools in preference order, context, sampling."""
+    """How a handler shapes a thread: prompt suffix, tools by preference, context, sampling."""
 
     system_prompt_suffix: str
     tools: list[str]

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import ForeignKey
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db.base import Base, created_at, uuid_pk
+from app.db.base import Base, server_now, uuid_pk
 
 
 class Tenant(Base):
@@ -22,7 +22,7 @@ class Tenant(Base):
     name: Mapped[str]
     company: Mapped[dict[str, Any]] = mapped_column(default=dict)
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    created_at: Mapped[datetime] = created_at()
+    created_at: Mapped[datetime] = server_now()
 
 
 class User(Base):
@@ -36,4 +36,4 @@ class User(Base):
     name: Mapped[str]
     role: Mapped[str]
     manager_email: Mapped[str | None]
-    created_at: Mapped[datetime] = created_at()
+    created_at: Mapped[datetime] = server_now()

@@ -14,8 +14,9 @@ from app.errors import Unauthorized
 class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
     """Reads `Authorization: Bearer <JWT>` and sets `request.user` to a Principal."""
 
-    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]
-                                   ) -> AuthenticationResult:
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
         header = connection.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():

@@ -40,13 +40,24 @@ class TokenCodec:
         self._ttl = timedelta(hours=settings.token_ttl_hours)
         self._jwks = jwt.PyJWKClient(settings.jwks_url) if settings.jwks_url else None
 
-    def encode(self, *, user_id: uuid.UUID, tenant_id: uuid.UUID, role: str, email: str,
-               ttl: timedelta | None = None) -> str:
+    def encode(
+        self,
+        *,
+        user_id: uuid.UUID,
+        tenant_id: uuid.UUID,
+        role: str,
+        email: str,
+        ttl: timedelta | None = None,
+    ) -> str:
         """A signed HS256 token carrying the claims API.md names."""
         now = datetime.now(UTC)
         claims: dict[str, Any] = {
-            "sub": str(user_id), "tenant_id": str(tenant_id), "role": role, "email": email,
-            "iat": now, "exp": now + (ttl or self._ttl),
+            "sub": str(user_id),
+            "tenant_id": str(tenant_id),
+            "role": role,
+            "email": email,
+            "iat": now,
+            "exp": now + (ttl or self._ttl),
         }
         if self._audience:
             claims["aud"] = self._audience
@@ -61,15 +72,20 @@ class TokenCodec:
             else:
                 key, algorithms = self._secret, [ALGORITHM]
             claims = jwt.decode(
-                token, key, algorithms=algorithms, audience=self._audience,
+                token,
+                key,
+                algorithms=algorithms,
+                audience=self._audience,
                 options={"require": ["exp", "sub"], "verify_aud": bool(self._audience)},
             )
             role = claims["role"]
             if role not in ROLES:
                 raise Unauthorized("token has an unknown role")
             return Principal(
-                user_id=uuid.UUID(claims["sub"]), tenant_id=uuid.UUID(claims["tenant_id"]),
-                role=role, email=str(claims.get("email", "")),
+                user_id=uuid.UUID(claims["sub"]),
+                tenant_id=uuid.UUID(claims["tenant_id"]),
+                role=role,
+                email=str(claims.get("email", "")),
             )
         except Unauthorized:
             raise

@@ -40,32 +40,44 @@ async def find_customer(session: AsyncSession, customer_ref: str) -> Customer:
     return customer
 
 
-async def build_context(session: AsyncSession, customer: Customer,
-                        today: date | None = None) -> dict[str, Any]:
+async def build_context(
+    session: AsyncSession, customer: Customer, today: date | None = None
+) -> dict[str, Any]:
     """The template context of a customer: customer, csm, workflow, company, accountTeam."""
     today = today or datetime.now(UTC).date()
     csm = await session.get(User, customer.csm_id) if customer.csm_id else None
     tenant = await session.get(Tenant, customer.tenant_id)
-    team = (await session.scalars(
-        select(AccountTeamMember).where(AccountTeamMember.customer_id == customer.id)
-        .order_by(AccountTeamMember.role, AccountTeamMember.email)
-    )).all()
+    team = (
+        await session.scalars(
+            select(AccountTeamMember)
+            .where(AccountTeamMember.customer_id == customer.id)
+            .order_by(AccountTeamMember.role, AccountTeamMember.email)
+        )
+    ).all()
     days = days_until(customer.renewal_date, today)
     by_role: dict[str, str] = {}
     for member in team:
         by_role.setdefault(member.role, member.email)
-    emails = [by_role.get("ae"), by_role.get("sa"), *(m.email for m in team),
-              csm.email if csm else None]
+    emails = [
+        by_role.get("ae"),
+        by_role.get("sa"),
+        *(m.email for m in team),
+        csm.email if csm else None,
+    ]
     company = dict(tenant.company) if tenant else {}
     return {
         "customer": {
-            "id": str(customer.id), "name": customer.name, "arr": number(customer.arr),
+            "id": str(customer.id),
+            "name": customer.name,
+            "arr": number(customer.arr),
             "renewalDate": customer.renewal_date.isoformat(),
-            "hasAccountPlan": customer.has_account_plan, "industry": customer.industry,
+            "hasAccountPlan": customer.has_account_plan,
+            "industry": customer.industry,
             "healthScore": customer.health_score,
         },
         "csm": {
-            "email": csm.email if csm else None, "name": csm.name if csm else None,
+            "email": csm.email if csm else None,
+            "name": csm.name if csm else None,
             "manager": csm.manager_email if csm else None,
         },
         "workflow": {
@@ -81,7 +93,8 @@ async def build_context(session: AsyncSession, customer: Customer,
             "ceo": company.get("ceo"),
         },
         "accountTeam": {
-            "ae": by_role.get("ae"), "sa": by_role.get("sa"),
+            "ae": by_role.get("ae"),
+            "sa": by_role.get("sa"),
             "allEmails": ",".join(dict.fromkeys(e for e in emails if e)),
         },
     }

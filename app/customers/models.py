@@ -9,7 +9,7 @@ from decimal import Decimal
 from sqlalchemy import ForeignKey
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db.base import Base, created_at, uuid_pk
+from app.db.base import Base, server_now, uuid_pk
 
 
 class Customer(Base):
@@ -27,8 +27,8 @@ class Customer(Base):
     industry: Mapped[str | None]
     health_score: Mapped[int | None]
     csm_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
-    created_at: Mapped[datetime] = created_at()
-    updated_at: Mapped[datetime] = created_at()
+    created_at: Mapped[datetime] = server_now()
+    updated_at: Mapped[datetime] = server_now()
 
 
 class Contract(Base):
@@ -47,7 +47,7 @@ class Contract(Base):
     end_date: Mapped[date]
     status: Mapped[str]
     auto_renew: Mapped[bool] = mapped_column(default=False)
-    created_at: Mapped[datetime] = created_at()
+    created_at: Mapped[datetime] = server_now()
 
 
 class AccountTeamMember(Base):

@@ -15,7 +15,7 @@ class Base(DeclarativeBase):
     """Base class of all ORM models."""
 
     metadata = MetaData()
-    type_annotation_map = {  # noqa: RUF012
+    type_annotation_map = {
         uuid.UUID: UUID(as_uuid=True),
         dict[str, Any]: JSONB,
         datetime: DateTime(timezone=True),
@@ -27,6 +27,6 @@ def uuid_pk() -> Mapped[uuid.UUID]:
     return mapped_column(primary_key=True, server_default=func.gen_random_uuid())
 
 
-def created_at() -> Mapped[datetime]:
+def server_now() -> Mapped[datetime]:
     """A creation timestamp filled in by the server."""
     return mapped_column(server_default=func.now())

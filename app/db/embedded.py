@@ -49,15 +49,15 @@ class EmbeddedPostgres:
         return f"postgresql://{user}@/{database}?host={quote(self.socket_dir)}"
 
     def _ensure_database(self) -> None:
-        out = self._server.psql(
-            f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';"
-        )
+        out = self._server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
         if "(1 row)" not in out:
             self._server.psql(f"CREATE DATABASE {DATABASE_NAME};")
 
     def create_database(self, name: str) -> None:
         """Create an extra database (tests use one per worker)."""
-        self._server.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE); CREATE DATABASE "{name}";')
+        self._server.psql(
+            f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE); CREATE DATABASE "{name}";'
+        )
 
     def stop(self) -> None:
         """Stop the server when this process holds the last handle on it."""

@@ -6,7 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from app.db.embedded import EmbeddedPostgres
 from app.settings import Settings
@@ -53,16 +58,22 @@ def _with_user(url: str, user: str, password: str | None) -> str:
     return make_url(url).set(username=user, password=password).render_as_string(hide_password=False)
 
 
-def create_engine(url: str, *, pool_size: int = 10, statement_timeout_ms: int | None = None,
-                  **kwargs: Any) -> AsyncEngine:
-    """An asyncpg engine; the statement timeout is a server setting so no request can hang forever."""
+def create_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 0,
+    statement_timeout_ms: int | None = None,
+    **kwargs: Any,
+) -> AsyncEngine:
+    """An asyncpg engine; a server-side statement timeout keeps any request from hanging."""
     server_settings = {"application_name": "chatbranch"}
     if statement_timeout_ms:
         server_settings["statement_timeout"] = str(statement_timeout_ms)
     return create_async_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=max_overflow,
         pool_pre_ping=False,
         connect_args={"server_settings": server_settings},
         **kwargs,

@@ -22,7 +22,7 @@ async def set_tenant(
     user_id: UUID | str | None = None,
     change_description: str | None = None,
 ) -> None:
-    """Scope the session's current transaction to a tenant (transaction-local, so pools never leak)."""
+    """Scope the current transaction to a tenant (transaction-local: pools never leak it)."""
     await session.execute(
         _SET_SCOPE,
         {
@@ -39,7 +39,7 @@ async def tenant_transaction(
     tenant_id: UUID | str,
     user_id: UUID | str | None = None,
 ) -> AsyncIterator[AsyncSession]:
-    """A session in one transaction scoped to `tenant_id`; commits on success, rolls back on error."""
+    """One transaction scoped to `tenant_id`; commits on success, rolls back on error."""
     async with sessionmaker() as session, session.begin():
         await set_tenant(session, tenant_id, user_id)
         yield session

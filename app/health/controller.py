@@ -11,7 +11,7 @@ from sqlalchemy import text
 from app.db.migrate import head_revision
 
 
-@get("/health", exclude_from_auth=True, tags=["operations"], sync_to_thread=False)
+@get("/health", exclude_from_auth=True, tags=["operations"])
 async def health(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     """200 when the database answers and the schema is at the newest revision, else 503."""
     state = request.app.state
@@ -19,12 +19,18 @@ async def health(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     database: dict[str, Any] = {"ok": False, "embedded": state.database.embedded is not None}
     try:
         async with state.engine.connect() as conn:
-            revision = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
-        database.update(ok=True, revision=revision, expectedRevision=expected,
-                        migrated=revision == expected)
+            revision = (
+                await conn.execute(text("SELECT version_num FROM alembic_version"))
+            ).scalar()
+        database.update(
+            ok=True, revision=revision, expectedRevision=expected, migrated=revision == expected
+        )
     except Exception as exc:  # health must report, never raise
         database["error"] = type(exc).__name__
     healthy = database["ok"] and database.get("migrated", False)
-    body = {"status": "ok" if healthy else "degraded", "database": database,
-            "models": {"default": state.settings.default_model}}
+    body = {
+        "status": "ok" if healthy else "degraded",
+        "database": database,
+        "models": {"default": state.settings.default_model},
+    }
     return Response(body, status_code=200 if healthy else 503)

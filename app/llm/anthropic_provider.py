@@ -39,6 +39,11 @@ from app.llm.errors import (
 from app.llm.tokens import estimate_usage
 
 _TIMEOUT_ERRORS, _TRANSPORT_ERRORS = transport_error_types()
+_TRANSLATED: tuple[type[Exception], ...] = (
+    anthropic.APIError,
+    *_TIMEOUT_ERRORS,
+    *_TRANSPORT_ERRORS,
+)
 
 # Anthropic requires max_tokens; used when the request leaves it open.
 DEFAULT_MAX_TOKENS = 4096
@@ -153,8 +158,9 @@ def translate_anthropic_error(exc: Exception) -> ProviderError:
         if status < 400:
             # An `error` event inside an accepted stream: its type says what went wrong.
             body = exc.body if isinstance(exc.body, dict) else {}
-            error = body.get("error") if isinstance(body.get("error"), dict) else {}
-            status = _STATUS_OF_ERROR_TYPE.get(str(error.get("type")), 500)
+            error = body.get("error")
+            error_type = error.get("type") if isinstance(error, dict) else None
+            status = _STATUS_OF_ERROR_TYPE.get(str(error_type), 500)
         retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
         return error_for_status(status, f"anthropic: {exc.message}", retry_after=retry_after)
     return ProviderError(f"anthropic: {exc}", retryable=True)
@@ -230,7 +236,11 @@ class AnthropicProvider:
                     elif event.type == "content_block_start":
                         block = event.content_block
                         if block.type == "tool_use":
-                            tool_blocks[event.index] = {"id": block.id, "name": block.name, "json": ""}
+                            tool_blocks[event.index] = {
+                                "id": block.id,
+                                "name": block.name,
+                                "json": "",
+                            }
                     elif event.type == "content_block_delta":
                         delta = event.delta
                         if delta.type == "text_delta" and delta.text:
@@ -253,7 +263,7 @@ class AnthropicProvider:
                         tally.update(getattr(event, "usage", None))
             finally:
                 await stream.close()
-        except (anthropic.APIError, *_TIMEOUT_ERRORS, *_TRANSPORT_ERRORS) as exc:
+        except _TRANSLATED as exc:
             error = translate_anthropic_error(exc)
             if tally.reported:
                 error.partial_usage = tally.to_usage()
@@ -264,7 +274,9 @@ class AnthropicProvider:
                 retryable=True,
                 partial_usage=tally.to_usage() if tally.reported else None,
             )
-        usage = tally.to_usage() if tally.reported else estimate_usage(request, "".join(text), calls)
+        usage = (
+            tally.to_usage() if tally.reported else estimate_usage(request, "".join(text), calls)
+        )
         yield Finish(
             usage=usage,
             finish_reason=_FINISH_REASONS.get(stop_reason, stop_reason),

@@ -12,7 +12,7 @@ RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 
 
 class ProviderError(Exception):
-    """A provider call failed; says whether a retry may help and whether content was already sent."""
+    """A provider call failed; says whether a retry may help and whether content was sent."""
 
     def __init__(
         self,
@@ -57,9 +57,7 @@ def error_for_status(
 ) -> ProviderError:
     """The app error for an HTTP status the provider answered with."""
     if status == 429:
-        return ProviderRateLimited(
-            message, retryable=True, status=status, retry_after=retry_after
-        )
+        return ProviderRateLimited(message, retryable=True, status=status, retry_after=retry_after)
     if status in (401, 403):
         return ProviderUnavailable(message, retryable=False, status=status)
     return ProviderError(

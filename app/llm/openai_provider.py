@@ -34,6 +34,7 @@ from app.llm.errors import (
 from app.llm.tokens import estimate_usage
 
 _TIMEOUT_ERRORS, _TRANSPORT_ERRORS = transport_error_types()
+_TRANSLATED: tuple[type[Exception], ...] = (openai.APIError, *_TIMEOUT_ERRORS, *_TRANSPORT_ERRORS)
 
 # Reasoning models accept only the default temperature and answer 400 to any other.
 _NO_TEMPERATURE_PREFIXES = ("o1", "o3", "o4", "gpt-5")
@@ -88,9 +89,7 @@ def translate_openai_error(exc: Exception) -> ProviderError:
         return ProviderError(f"openai: connection failed ({exc})", retryable=True)
     if isinstance(exc, openai.APIStatusError):
         retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
-        return error_for_status(
-            exc.status_code, f"openai: {exc.message}", retry_after=retry_after
-        )
+        return error_for_status(exc.status_code, f"openai: {exc.message}", retry_after=retry_after)
     # An `error` event inside the stream: the request was accepted, the service then failed.
     return ProviderError(f"openai: {exc}", retryable=True)
 
@@ -202,7 +201,7 @@ class OpenAIProvider:
                                 yield ToolCallReady(calls[-1])
             finally:
                 await stream.close()
-        except (openai.APIError, *_TIMEOUT_ERRORS, *_TRANSPORT_ERRORS) as exc:
+        except _TRANSLATED as exc:
             raise translate_openai_error(exc) from exc
         if finish_reason is None:
             raise ProviderError("openai: stream ended without a finish reason", retryable=True)

@@ -1,4 +1,4 @@
-"""Compiles grammar-checked templates with pybars, caches them by content hash, renders plain text."""
+"""Compiles grammar-checked templates with pybars, caches them by content hash, renders text."""
 
 from __future__ import annotations
 
@@ -15,25 +15,20 @@ from uuid import UUID
 
 import pybars
 
-from app.templates.grammar import (
-    BlockNode,
+from app.templates.expressions import (
     BoolLiteral,
-    CommentNode,
     Expr,
     HelperCall,
-    Node,
     NumberLiteral,
-    OutputNode,
     PathExpr,
     StringLiteral,
-    TextNode,
-    parse_template,
 )
+from app.templates.grammar import BlockNode, CommentNode, Node, OutputNode, TextNode, parse_template
 from app.templates.helpers import HELPERS
 
 FALSY_CONDITION_RESULTS = frozenset({"", "false", "0", "no", "none", "null"})
 
-# pybars keeps its code builder on the Compiler class, so compiles in two threads corrupt each other.
+# pybars keeps its code builder on the Compiler class: two threads compiling at once corrupt it.
 _PYBARS_COMPILE_LOCK = threading.Lock()
 _PLAIN_LEAF_TYPES = (str, int, float, bool, Decimal, datetime, date, UUID)
 
@@ -54,7 +49,7 @@ def _resolve_data_only(context: Any, *segments: str) -> Any:
             return None
     while isinstance(value, pybars.Scope):
         value = value.context
-    if value is None or isinstance(value, Mapping | list | tuple | _PLAIN_LEAF_TYPES):
+    if value is None or isinstance(value, (Mapping, list, tuple, *_PLAIN_LEAF_TYPES)):
         return value
     # Any other object (callables included) could run code when pybars touches it.
     return None
@@ -109,8 +104,9 @@ def to_pybars_source(nodes: tuple[Node, ...]) -> str:
 def _compile_with_pybars(compiler: pybars.Compiler, pybars_source: str) -> Callable[..., str]:
     with _PYBARS_COMPILE_LOCK:
         render = compiler.compile(pybars_source)
-    # pybars registers one module per template in sys.modules; drop it so the cache bounds memory.
-    sys.modules.pop(render.__module__, None)
+        # pybars registers one module per template in sys.modules; dropping it lets the LRU cache
+        # bound memory.
+        sys.modules.pop(render.__module__, None)
     render.__globals__["resolve"] = _resolve_data_only
     return render
 
@@ -153,11 +149,12 @@ class TemplateEngine:
 
     def compile(self, source: str) -> CompiledTemplate:
         """Checks the grammar (TemplateError if broken), then compiles once per distinct source."""
+        if isinstance(source, str):
+            cached = self._cached(self._digest(source))
+            if cached is not None:
+                return cached
         nodes = parse_template(source)
         digest = self._digest(source)
-        cached = self._cached(digest)
-        if cached is not None:
-            return cached
         template = CompiledTemplate(
             digest, _compile_with_pybars(self._compiler, to_pybars_source(nodes))
         )

@@ -6,54 +6,24 @@ import re
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+from app.templates.expressions import (
+    BLOCK_NAMES,
+    WHITESPACE,
+    HelperCall,
+    PathExpr,
+    Reject,
+    lex,
+    parse_arguments,
+    parse_head,
+)
+
 MAX_TEMPLATE_CHARS = 20_000
 # pybars needs ~1.7 ms per mustache to compile, so this cap bounds one compile to about a second.
 MAX_MUSTACHES = 500
-MAX_PATH_SEGMENTS = 6
-MAX_SUBEXPRESSION_DEPTH = 4
 MAX_BLOCK_DEPTH = 8
-MAX_HELPER_ARGUMENTS = 16
-# Python refuses int() on more than 4300 digits; real templates never need long literals.
-MAX_NUMBER_CHARS = 30
 MAX_REPORTED_ERRORS = 20
 
-# name -> (minimum, maximum) argument count; None means unbounded.
-HELPER_ARITY: dict[str, tuple[int, int | None]] = {
-    "eq": (2, 2),
-    "gte": (2, 2),
-    "lte": (2, 2),
-    "gt": (2, 2),
-    "lt": (2, 2),
-    "and": (2, None),
-    "or": (2, None),
-    "not": (1, 1),
-    "abs": (1, 1),
-}
-BLOCK_NAMES = frozenset({"if", "unless", "each"})
-# Names pybars or Handlebars give a meaning of their own; as path segments they would reach helpers,
-# scope objects or JavaScript prototypes instead of context data.
-RESERVED_NAMES = frozenset(
-    {"this", "else", "null", "undefined", "true", "false", "with", "lookup", "log",
-     "helperMissing", "blockHelperMissing", "constructor", "prototype", *BLOCK_NAMES,
-     *HELPER_ARITY}
-)
-
-_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-_WORD = re.compile(r"[A-Za-z0-9_.]+")
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _FORBIDDEN_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
-_WHITESPACE = " \t\r\n"
-_CHARACTER_PROBLEMS = {
-    "@": "data variables such as '@root' or '@index' are not allowed",
-    "[": "bracket path segments '[...]' are not allowed",
-    "]": "bracket path segments '[...]' are not allowed",
-    ".": "relative paths ('./', '../') are not allowed",
-    "/": "'/' path separators are not allowed",
-    "=": "hash arguments ('key=value') are not allowed",
-    "~": "whitespace control '~' is not allowed",
-    "|": "block parameters ('as |x|') are not allowed",
-    "\\": "backslashes are not allowed inside '{{ }}'",
-}
 _OPENING_PROBLEMS = {
     "{": "triple-stash '{{{' is not allowed",
     "&": "unescaped output '{{&' is not allowed",
@@ -70,45 +40,6 @@ class TemplateError(ValueError):
     def __init__(self, errors: list[str]) -> None:
         self.errors = list(errors)
         super().__init__("; ".join(self.errors))
-
-
-@dataclass(frozen=True)
-class PathExpr:
-    """A dotted lookup into the render context, e.g. customer.name."""
-
-    segments: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class StringLiteral:
-    """A quoted string argument (never contains backslashes, newlines or braces)."""
-
-    value: str
-
-
-@dataclass(frozen=True)
-class NumberLiteral:
-    """An integer or decimal argument, kept as its source text."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class BoolLiteral:
-    """A true/false argument."""
-
-    value: bool
-
-
-@dataclass(frozen=True)
-class HelperCall:
-    """One of the allowed helpers applied to arguments."""
-
-    name: str
-    arguments: tuple[Expr, ...]
-
-
-Expr: TypeAlias = PathExpr | StringLiteral | NumberLiteral | BoolLiteral | HelperCall
 
 
 @dataclass(frozen=True)
@@ -143,13 +74,6 @@ class BlockNode:
 Node: TypeAlias = TextNode | CommentNode | OutputNode | BlockNode
 
 
-@dataclass(frozen=True)
-class _Token:
-    kind: str  # "(", ")", "string", "number", "word"
-    text: str
-    offset: int
-
-
 @dataclass
 class _OpenBlock:
     name: str
@@ -157,15 +81,6 @@ class _OpenBlock:
     offset: int
     body: list[Node] = field(default_factory=list)
     inverse: list[Node] | None = None
-
-
-class _Reject(Exception):
-    """Aborts parsing of one mustache with a positioned message."""
-
-    def __init__(self, offset: int, message: str) -> None:
-        super().__init__(message)
-        self.offset = offset
-        self.message = message
 
 
 class _Parser:
@@ -256,7 +171,7 @@ class _Parser:
             return end
         try:
             self.tag(inner, opening + 2)
-        except _Reject as rejected:
+        except Reject as rejected:
             self.error(rejected.offset, rejected.message)
         return end
 
@@ -286,36 +201,36 @@ class _Parser:
         return len(self.source) if closing == -1 else closing + 2
 
     def tag(self, inner: str, offset: int) -> None:
-        stripped = inner.strip(_WHITESPACE)
-        start = offset + len(inner) - len(inner.lstrip(_WHITESPACE))
+        stripped = inner.strip(WHITESPACE)
+        start = offset + len(inner) - len(inner.lstrip(WHITESPACE))
         if not stripped:
-            raise _Reject(offset, "empty '{{ }}'")
+            raise Reject(offset, "empty '{{ }}'")
         if stripped[0] == "#":
             self.open_block(stripped[1:], start + 1)
         elif stripped[0] == "/":
-            self.close_block(stripped[1:].strip(_WHITESPACE), start)
+            self.close_block(stripped[1:].strip(WHITESPACE), start)
         elif stripped.split()[0] == "else":
             self.else_branch(stripped, start)
         else:
-            tokens = _lex(stripped, start)
-            expr = _parse_head(tokens, start)
+            tokens = lex(stripped, start)
+            expr = parse_head(tokens)
             self.target().append(OutputNode(expr))
 
     def open_block(self, text: str, offset: int) -> None:
-        tokens = _lex(text, offset)
+        tokens = lex(text, offset)
         if not tokens or tokens[0].kind != "word":
-            raise _Reject(offset, "a block must name 'if', 'unless' or 'each'")
+            raise Reject(offset, "a block must name 'if', 'unless' or 'each'")
         name = tokens[0].text
         if name not in BLOCK_NAMES:
-            raise _Reject(offset, f"'#{name}' blocks are not allowed (only #if, #unless, #each)")
-        arguments, position = _parse_arguments(tokens, 1, 0)
+            raise Reject(offset, f"'#{name}' blocks are not allowed (only #if, #unless, #each)")
+        arguments, _ = parse_arguments(tokens, 1, 0)
         if len(arguments) != 1:
-            raise _Reject(offset, f"'#{name}' takes exactly one argument, got {len(arguments)}")
+            raise Reject(offset, f"'#{name}' takes exactly one argument, got {len(arguments)}")
         argument = arguments[0]
         if name == "each" and not isinstance(argument, PathExpr):
-            raise _Reject(offset, "'#each' needs a path to a list")
+            raise Reject(offset, "'#each' needs a path to a list")
         if not isinstance(argument, PathExpr | HelperCall):
-            raise _Reject(offset, f"'#{name}' needs a path or a (helper ...) sub-expression")
+            raise Reject(offset, f"'#{name}' needs a path or a (helper ...) sub-expression")
         if len(self.stack) >= MAX_BLOCK_DEPTH and not self.depth_reported:
             self.depth_reported = True
             self.error(offset, f"blocks are nested more than {MAX_BLOCK_DEPTH} deep")
@@ -323,10 +238,10 @@ class _Parser:
 
     def close_block(self, name: str, offset: int) -> None:
         if not self.stack:
-            raise _Reject(offset, f"'{{{{/{name}}}}}' closes a block that was never opened")
+            raise Reject(offset, f"'{{{{/{name}}}}}' closes a block that was never opened")
         top = self.stack[-1]
         if name != top.name:
-            raise _Reject(
+            raise Reject(
                 offset,
                 f"'{{{{/{name}}}}}' does not match '{{{{#{top.name}}}}}' "
                 f"opened at {self.where(top.offset)}",
@@ -337,145 +252,13 @@ class _Parser:
 
     def else_branch(self, text: str, offset: int) -> None:
         if text != "else":
-            raise _Reject(offset, "'{{else ...}}' chains are not allowed; nest another block")
+            raise Reject(offset, "'{{else ...}}' chains are not allowed; nest another block")
         if not self.stack:
-            raise _Reject(offset, "'{{else}}' outside a block")
+            raise Reject(offset, "'{{else}}' outside a block")
         top = self.stack[-1]
         if top.inverse is not None:
-            raise _Reject(offset, f"second '{{{{else}}}}' in '{{{{#{top.name}}}}}'")
+            raise Reject(offset, f"second '{{{{else}}}}' in '{{{{#{top.name}}}}}'")
         top.inverse = []
-
-
-def _lex(text: str, offset: int) -> list[_Token]:
-    tokens: list[_Token] = []
-    index = 0
-    while index < len(text):
-        char = text[index]
-        start = offset + index
-        if char in _WHITESPACE:
-            index += 1
-            continue
-        if char == "(":
-            tokens.append(_Token(char, char, start))
-            index += 1
-            continue
-        if char == ")":
-            tokens.append(_Token(char, char, start))
-            index += 1
-        elif char in "\"'":
-            end = text.find(char, index + 1)
-            if end == -1:
-                raise _Reject(start, "string is never closed")
-            body = text[index + 1 : end]
-            if any(bad in body for bad in "\\\r\n"):
-                raise _Reject(start, "strings may not contain backslashes or line breaks")
-            tokens.append(_Token("string", body, start))
-            index = end + 1
-        elif char.isdigit() or (char == "-" and text[index + 1 : index + 2].isdigit()):
-            match = _NUMBER.match(text, index)
-            assert match is not None
-            if len(match.group()) > MAX_NUMBER_CHARS:
-                raise _Reject(start, f"number literal longer than {MAX_NUMBER_CHARS} characters")
-            tokens.append(_Token("number", match.group(), start))
-            index = match.end()
-        elif char.isascii() and (char.isalpha() or char == "_"):
-            match = _WORD.match(text, index)
-            assert match is not None
-            tokens.append(_Token("word", match.group(), start))
-            index = match.end()
-        else:
-            raise _Reject(start, _character_problem(char))
-        following = text[index : index + 1]
-        if following and following not in _WHITESPACE and following != ")":
-            raise _Reject(offset + index, _character_problem(following))
-    return tokens
-
-
-def _character_problem(char: str) -> str:
-    return _CHARACTER_PROBLEMS.get(char, f"unexpected character {char!r}")
-
-
-def _parse_head(tokens: list[_Token], offset: int) -> PathExpr | HelperCall:
-    first = tokens[0]
-    if first.kind != "word" or first.text in ("true", "false"):
-        raise _Reject(first.offset, "'{{ }}' must start with a path or a helper name")
-    if first.text in HELPER_ARITY:
-        arguments, _ = _parse_arguments(tokens, 1, 0)
-        return _helper_call(first, arguments)
-    if len(tokens) > 1:
-        raise _Reject(first.offset, _unknown_helper(first.text))
-    return _path(first)
-
-
-def _parse_arguments(tokens: list[_Token], index: int, depth: int) -> tuple[list[Expr], int]:
-    """Parses arguments until a ')' (inside a sub-expression) or the end of the tokens."""
-    arguments: list[Expr] = []
-    while index < len(tokens):
-        token = tokens[index]
-        if token.kind == ")":
-            if depth == 0:
-                raise _Reject(token.offset, "unbalanced ')'")
-            return arguments, index
-        if len(arguments) >= MAX_HELPER_ARGUMENTS:
-            raise _Reject(token.offset, f"more than {MAX_HELPER_ARGUMENTS} arguments")
-        argument, index = _parse_argument(tokens, index, depth)
-        arguments.append(argument)
-    if depth > 0:
-        raise _Reject(tokens[-1].offset if tokens else 0, "'(' is never closed with ')'")
-    return arguments, index
-
-
-def _parse_argument(tokens: list[_Token], index: int, depth: int) -> tuple[Expr, int]:
-    token = tokens[index]
-    if token.kind == "string":
-        return StringLiteral(token.text), index + 1
-    if token.kind == "number":
-        return NumberLiteral(token.text), index + 1
-    if token.kind == "word":
-        if token.text in ("true", "false"):
-            return BoolLiteral(token.text == "true"), index + 1
-        return _path(token), index + 1
-    # token.kind == "(": a sub-expression
-    if depth + 1 > MAX_SUBEXPRESSION_DEPTH:
-        raise _Reject(token.offset, f"sub-expressions nested more than {MAX_SUBEXPRESSION_DEPTH}")
-    if index + 1 >= len(tokens) or tokens[index + 1].kind != "word":
-        raise _Reject(token.offset, "a sub-expression must start with a helper name")
-    name = tokens[index + 1]
-    if name.text not in HELPER_ARITY:
-        raise _Reject(name.offset, _unknown_helper(name.text))
-    arguments, closing = _parse_arguments(tokens, index + 2, depth + 1)
-    return _helper_call(name, arguments), closing + 1
-
-
-def _helper_call(name: _Token, arguments: list[Expr]) -> HelperCall:
-    minimum, maximum = HELPER_ARITY[name.text]
-    if len(arguments) < minimum or (maximum is not None and len(arguments) > maximum):
-        wanted = f"at least {minimum}" if maximum is None else str(minimum)
-        raise _Reject(
-            name.offset, f"'{name.text}' takes {wanted} argument(s), got {len(arguments)}"
-        )
-    return HelperCall(name.text, tuple(arguments))
-
-
-def _unknown_helper(name: str) -> str:
-    allowed = ", ".join(HELPER_ARITY)
-    return f"unknown helper '{name}' (allowed: {allowed})"
-
-
-def _path(token: _Token) -> PathExpr:
-    segments = token.text.split(".")
-    if len(segments) > MAX_PATH_SEGMENTS:
-        raise _Reject(token.offset, f"path has more than {MAX_PATH_SEGMENTS} segments")
-    for segment in segments:
-        if not segment:
-            raise _Reject(token.offset, f"empty segment in path '{token.text}'")
-        if segment.startswith("_"):
-            raise _Reject(token.offset, f"names starting with '_' are not allowed ('{segment}')")
-        if segment in RESERVED_NAMES:
-            raise _Reject(token.offset, f"'{segment}' is a reserved name and cannot be a path")
-        if not _IDENTIFIER.fullmatch(segment):
-            raise _Reject(token.offset, f"'{segment}' is not a valid name")
-    return PathExpr(tuple(segments))
 
 
 def parse_template(source: str) -> tuple[Node, ...]:

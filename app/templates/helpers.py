@@ -1,4 +1,4 @@
-"""The nine template helpers (eq, gte, lte, gt, lt, and, or, not, abs) in pybars' calling convention."""
+"""The nine template helpers (eq, gte, lte, gt, lt, and, or, not, abs) in pybars' convention."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ Number = int | float
 
 
 def to_number(value: Any) -> Number | None:
-    """Returns value as a number when it is one or a numeric string; None otherwise (incl. bools)."""
+    """Returns value as a number if it is one or a numeric string; None otherwise (bools too)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):

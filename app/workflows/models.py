@@ -10,7 +10,7 @@ from sqlalchemy import ForeignKey, String
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db.base import Base, created_at, uuid_pk
+from app.db.base import Base, server_now, uuid_pk
 
 
 class Workflow(Base):
@@ -27,8 +27,8 @@ class Workflow(Base):
     is_core: Mapped[bool] = mapped_column(default=False)
     tenant_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("tenants.id"))
     created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
-    created_at: Mapped[datetime] = created_at()
-    updated_at: Mapped[datetime] = created_at()
+    created_at: Mapped[datetime] = server_now()
+    updated_at: Mapped[datetime] = server_now()
 
 
 class WorkflowVersion(Base):
@@ -41,7 +41,7 @@ class WorkflowVersion(Base):
     version: Mapped[int]
     config: Mapped[dict[str, Any]]
     changed_by: Mapped[uuid.UUID | None]
-    changed_at: Mapped[datetime] = created_at()
+    changed_at: Mapped[datetime] = server_now()
     change_description: Mapped[str | None]
     tenant_id: Mapped[uuid.UUID | None]
 
@@ -59,7 +59,7 @@ class SavedAction(Base):
     config: Mapped[dict[str, Any] | None]
     available_globally: Mapped[bool] = mapped_column(default=True)
     created_by: Mapped[uuid.UUID | None]
-    created_at: Mapped[datetime] = created_at()
+    created_at: Mapped[datetime] = server_now()
     tenant_id: Mapped[uuid.UUID | None]
 
 
@@ -81,6 +81,6 @@ class ChatBranch(Base):
     llm_handler: Mapped[str | None]
     allow_off_script: Mapped[bool] = mapped_column(default=False)
     return_to_step: Mapped[str | None]
-    created_at: Mapped[datetime] = created_at()
+    created_at: Mapped[datetime] = server_now()
     tenant_id: Mapped[uuid.UUID | None]
     llm_config: Mapped[dict[str, Any]] = mapped_column(default=dict)

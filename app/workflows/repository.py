@@ -21,8 +21,9 @@ async def list_visible(session: AsyncSession, tenant_id: uuid.UUID) -> Sequence[
     return (await session.scalars(stmt)).all()
 
 
-async def get_by_workflow_id(session: AsyncSession, workflow_id: str,
-                             tenant_id: uuid.UUID) -> Workflow | None:
+async def get_by_workflow_id(
+    session: AsyncSession, workflow_id: str, tenant_id: uuid.UUID
+) -> Workflow | None:
     """The tenant's workflow of that id, else the core one."""
     stmt = (
         select(Workflow)
@@ -32,11 +33,13 @@ async def get_by_workflow_id(session: AsyncSession, workflow_id: str,
     return (await session.scalars(stmt)).one_or_none()
 
 
-async def get_owned(session: AsyncSession, workflow_id: str, tenant_id: uuid.UUID,
-                    *, for_update: bool = False) -> Workflow | None:
+async def get_owned(
+    session: AsyncSession, workflow_id: str, tenant_id: uuid.UUID, *, for_update: bool = False
+) -> Workflow | None:
     """The tenant's own workflow of that id (never a core one)."""
-    stmt = select(Workflow).where(Workflow.workflow_id == workflow_id,
-                                  Workflow.tenant_id == tenant_id)
+    stmt = select(Workflow).where(
+        Workflow.workflow_id == workflow_id, Workflow.tenant_id == tenant_id
+    )
     if for_update:
         stmt = stmt.with_for_update()
     return (await session.scalars(stmt)).one_or_none()
@@ -44,8 +47,11 @@ async def get_owned(session: AsyncSession, workflow_id: str, tenant_id: uuid.UUI
 
 async def list_versions(session: AsyncSession, workflow_pk: uuid.UUID) -> Sequence[WorkflowVersion]:
     """A workflow's history, newest first."""
-    stmt = (select(WorkflowVersion).where(WorkflowVersion.workflow_id == workflow_pk)
-            .order_by(WorkflowVersion.version.desc()))
+    stmt = (
+        select(WorkflowVersion)
+        .where(WorkflowVersion.workflow_id == workflow_pk)
+        .order_by(WorkflowVersion.version.desc())
+    )
     return (await session.scalars(stmt)).all()
 
 
@@ -60,8 +66,9 @@ async def get_saved_action(session: AsyncSession, action_id: str) -> SavedAction
     return (await session.scalars(stmt)).one_or_none()
 
 
-async def get_step_branches(session: AsyncSession, workflow_id: str, step_id: str,
-                            tenant_id: uuid.UUID) -> Sequence[ChatBranch]:
+async def get_step_branches(
+    session: AsyncSession, workflow_id: str, step_id: str, tenant_id: uuid.UUID
+) -> Sequence[ChatBranch]:
     """The branches offered at a step (a tenant's branch shadows a core one of the same id)."""
     stmt = (
         select(ChatBranch)

@@ -29,12 +29,18 @@ async def get_visible(session: AsyncSession, principal: Principal, workflow_id: 
 def branch_dict(branch: ChatBranch) -> dict[str, Any]:
     """A branch in the camelCase shape the validator and the API use."""
     return {
-        "workflowId": branch.workflow_id, "fromStepId": branch.from_step_id,
-        "branchId": branch.branch_id, "branchLabel": branch.branch_label,
-        "branchType": branch.branch_type, "userPrompts": list(branch.user_prompts or []),
-        "responseText": branch.response_text, "nextStepId": branch.next_step_id,
-        "savedActionId": branch.saved_action_id, "llmHandler": branch.llm_handler,
-        "allowOffScript": branch.allow_off_script, "returnToStep": branch.return_to_step,
+        "workflowId": branch.workflow_id,
+        "fromStepId": branch.from_step_id,
+        "branchId": branch.branch_id,
+        "branchLabel": branch.branch_label,
+        "branchType": branch.branch_type,
+        "userPrompts": list(branch.user_prompts or []),
+        "responseText": branch.response_text,
+        "nextStepId": branch.next_step_id,
+        "savedActionId": branch.saved_action_id,
+        "llmHandler": branch.llm_handler,
+        "allowOffScript": branch.allow_off_script,
+        "returnToStep": branch.return_to_step,
     }
 
 
@@ -42,21 +48,32 @@ async def _validate(session: AsyncSession, workflow_id: str, config: dict[str, A
     if config.get("id") not in (None, workflow_id):
         raise Unprocessable(
             "config.id must equal workflowId",
-            errors=[{"check": "required fields", "errors": [
-                f"config.id is {config.get('id')!r}, expected {workflow_id!r}"]}],
+            errors=[
+                {
+                    "check": "required fields",
+                    "errors": [f"config.id is {config.get('id')!r}, expected {workflow_id!r}"],
+                }
+            ],
         )
     branches = [branch_dict(b) for b in await repository.list_branches_of(session, workflow_id)]
     saved_ids = {a.action_id for a in await repository.list_saved_actions(session)}
-    report = validate_workflow(config, branches=branches or None, saved_action_ids=saved_ids,
-                               source=workflow_id)
+    report = validate_workflow(
+        config, branches=branches or None, saved_action_ids=saved_ids, source=workflow_id
+    )
     if not report.ok:
         failed = [{"check": c.name, "errors": c.errors} for c in report.checks if not c.passed]
         names = ", ".join(f["check"] for f in failed)
         raise Unprocessable(f"workflow config failed validation: {names}", errors=failed)
 
 
-async def create(session: AsyncSession, principal: Principal, workflow_id: str,
-                 config: dict[str, Any], name: str | None, description: str | None) -> Workflow:
+async def create(
+    session: AsyncSession,
+    principal: Principal,
+    workflow_id: str,
+    config: dict[str, Any],
+    name: str | None,
+    description: str | None,
+) -> Workflow:
     """Create a tenant workflow (it may shadow a core one); the trigger records version 1."""
     if not WORKFLOW_ID.match(workflow_id):
         raise Unprocessable("workflowId must be 1-50 lower-case letters, digits, '-' or '_'")
@@ -68,7 +85,9 @@ async def create(session: AsyncSession, principal: Principal, workflow_id: str,
         name=name or str(config.get("name") or workflow_id),
         description=description if description is not None else config.get("description"),
         version=str(config.get("version") or "1.0.0")[:20],
-        config=config, is_core=False, tenant_id=principal.tenant_id,
+        config=config,
+        is_core=False,
+        tenant_id=principal.tenant_id,
         created_by=principal.user_id,
     )
     session.add(workflow)
@@ -80,11 +99,17 @@ async def create(session: AsyncSession, principal: Principal, workflow_id: str,
     return workflow
 
 
-async def update(session: AsyncSession, principal: Principal, workflow_id: str,
-                 config: dict[str, Any], change_description: str | None) -> Workflow:
+async def update(
+    session: AsyncSession,
+    principal: Principal,
+    workflow_id: str,
+    config: dict[str, Any],
+    change_description: str | None,
+) -> Workflow:
     """Replace a tenant workflow's config; core workflows are read-only."""
-    workflow = await repository.get_owned(session, workflow_id, principal.tenant_id,
-                                          for_update=True)
+    workflow = await repository.get_owned(
+        session, workflow_id, principal.tenant_id, for_update=True
+    )
     if workflow is None:
         if await repository.get_by_workflow_id(session, workflow_id, principal.tenant_id):
             raise Forbidden(

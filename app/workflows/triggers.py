@@ -16,7 +16,8 @@ def window_matches(config: dict[str, Any], days_until_renewal: int) -> bool:
     low, high = window.get("min"), window.get("max")
     if low is None and high is None:
         return False
-    return (low is None or days_until_renewal >= low) and (high is None or days_until_renewal <= high)
+    above = low is None or days_until_renewal >= low
+    return above and (high is None or days_until_renewal <= high)
 
 
 def matching_workflow_id(workflows: Iterable[Workflow], days_until_renewal: int) -> str | None:

@@ -83,7 +83,7 @@ CREATE TABLE contracts (
   start_date DATE NOT NULL,
   end_date DATE NOT NULL,
   status VARCHAR(20) NOT NULL DEFAULT 'active'
-    CHECK (status IN ('active', 'expired', 'renewed', 'cancelled', 'pending')),
+    CHECK (status IN ('active', 'expired', 'lapsed', 'renewed', 'cancelled', 'pending')),
   auto_renew BOOLEAN NOT NULL DEFAULT false,
   created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
   UNIQUE (tenant_id, contract_number),

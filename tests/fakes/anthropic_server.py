@@ -49,7 +49,10 @@ _ids = itertools.count(1)
 
 def anthropic_error_body(status: int, message: str) -> dict[str, Any]:
     """The JSON body Anthropic answers errors with (also the data of an in-stream error event)."""
-    return {"type": "error", "error": {"type": _ERROR_TYPES.get(status, "api_error"), "message": message}}
+    return {
+        "type": "error",
+        "error": {"type": _ERROR_TYPES.get(status, "api_error"), "message": message},
+    }
 
 
 def start_usage_payload(usage: FakeUsage) -> dict[str, Any]:
@@ -107,7 +110,12 @@ class FakeAnthropic(ScriptedFake):
         for index, call in enumerate(reply.tool_calls):
             arguments = call.arguments if isinstance(call.arguments, dict) else {}
             content.append(
-                {"type": "tool_use", "id": _tool_id(index, call.id), "name": call.name, "input": arguments}
+                {
+                    "type": "tool_use",
+                    "id": _tool_id(index, call.id),
+                    "name": call.name,
+                    "input": arguments,
+                }
             )
         usage = reply.usage or FakeUsage()
         payload = {
@@ -122,7 +130,9 @@ class FakeAnthropic(ScriptedFake):
         }
         await send_json(send, 200, payload)
 
-    async def _answer_streamed(self, receive: Receive, send: Send, reply: Reply, model: str) -> None:
+    async def _answer_streamed(
+        self, receive: Receive, send: Send, reply: Reply, model: str
+    ) -> None:
         assert not isinstance(reply, ErrorReply)
         usage = reply.usage if isinstance(reply, TextReply | AbortReply) else FakeUsage()
         message: dict[str, Any] = {
@@ -139,7 +149,9 @@ class FakeAnthropic(ScriptedFake):
         chunk_delay = reply.chunk_delay if isinstance(reply, TextReply) else 0.0
 
         await start_event_stream(send)
-        await send_bytes(send, _event("message_start", {"type": "message_start", "message": message}))
+        await send_bytes(
+            send, _event("message_start", {"type": "message_start", "message": message})
+        )
         index = 0
         if reply.chunks:
             block = {"type": "text", "text": ""}
@@ -165,17 +177,26 @@ class FakeAnthropic(ScriptedFake):
             index += 1
 
         for call_number, call in enumerate(reply.tool_calls):
-            block = {"type": "tool_use", "id": _tool_id(call_number, call.id), "name": call.name, "input": {}}
+            block = {
+                "type": "tool_use",
+                "id": _tool_id(call_number, call.id),
+                "name": call.name,
+                "input": {},
+            }
             start = {"type": "content_block_start", "index": index, "content_block": block}
             await send_bytes(send, _event("content_block_start", start))
-            arguments = call.arguments if isinstance(call.arguments, str) else json.dumps(call.arguments)
+            arguments = (
+                call.arguments if isinstance(call.arguments, str) else json.dumps(call.arguments)
+            )
             for fragment in ["", *split_evenly(arguments, call.fragments)]:
                 if chunk_delay:
                     await asyncio.sleep(chunk_delay)
                 json_delta = {"type": "input_json_delta", "partial_json": fragment}
                 data = {"type": "content_block_delta", "index": index, "delta": json_delta}
                 await send_bytes(send, _event("content_block_delta", data))
-            await send_bytes(send, _event("content_block_stop", {"type": "content_block_stop", "index": index}))
+            await send_bytes(
+                send, _event("content_block_stop", {"type": "content_block_stop", "index": index})
+            )
             index += 1
 
         stop_reason = _STOP_REASONS[reply.effective_finish_reason]

@@ -1,4 +1,4 @@
-"""A fake OpenAI Chat Completions server: scripted replies over real HTTP, streamed as the API does."""
+"""A fake OpenAI Chat Completions server: scripted replies over real HTTP, streamed like the API."""
 
 from __future__ import annotations
 
@@ -83,7 +83,9 @@ class FakeOpenAI(ScriptedFake):
             return
         if isinstance(reply, ErrorReply):
             headers = {"retry-after": f"{reply.retry_after:g}"} if reply.retry_after else None
-            await send_json(send, reply.status, openai_error_body(reply.status, reply.message), headers)
+            await send_json(
+                send, reply.status, openai_error_body(reply.status, reply.message), headers
+            )
             return
         model = body.get("model", "gpt-fake")
         if not body.get("stream"):
@@ -144,8 +146,12 @@ class FakeOpenAI(ScriptedFake):
                 payload["usage"] = usage
             await send_bytes(send, f"data: {json.dumps(payload)}\n\n".encode())
 
-        def delta(content: dict[str, Any], finish_reason: str | None = None) -> list[dict[str, Any]]:
-            return [{"index": 0, "delta": content, "logprobs": None, "finish_reason": finish_reason}]
+        def delta(
+            content: dict[str, Any], finish_reason: str | None = None
+        ) -> list[dict[str, Any]]:
+            return [
+                {"index": 0, "delta": content, "logprobs": None, "finish_reason": finish_reason}
+            ]
 
         assert not isinstance(reply, ErrorReply)
         await start_event_stream(send)

@@ -1,4 +1,4 @@
-"""Run an ASGI app under uvicorn in a background thread on a free loopback port, plus ASGI helpers."""
+"""Serve an ASGI app with uvicorn in a background thread on a free loopback port; ASGI helpers."""
 
 from __future__ import annotations
 
@@ -90,7 +90,10 @@ async def send_json(
 ) -> None:
     """A complete JSON response."""
     body = json.dumps(payload).encode()
-    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
     raw_headers += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw_headers})
     await send({"type": "http.response.body", "body": body})
@@ -117,10 +120,10 @@ async def end_stream(send: Send) -> None:
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def wait_for_disconnect(receive: Receive, timeout: float) -> bool:
-    """Wait up to `timeout` seconds; True when the client went away meanwhile."""
+async def wait_for_disconnect(receive: Receive, seconds: float) -> bool:
+    """Wait up to `seconds`; True when the client went away meanwhile."""
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(seconds):
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":

@@ -21,7 +21,12 @@ STEPS: list[dict[str, Any]] = [
         "type": "conditional_routing",
         "routing": {"routes": [], "defaultRoute": "outcome-resolution"},
     },
-    {"id": "final-push", "name": "Final push", "type": "action"},
+    {
+        "id": "final-push",
+        "name": "Final push",
+        "type": "action",
+        "routing": {"routes": [], "defaultRoute": "final-push"},
+    },
     {"id": "outcome-resolution", "name": "Outcome resolution", "type": "action"},
 ]
 
@@ -104,6 +109,9 @@ def test_skip_follows_the_default_route() -> None:
 def test_skip_without_routing_moves_to_the_next_step_in_order() -> None:
     outcome = GlobalActions.skip(make_context(step_id="status-check"))
     assert outcome.next_step_id == "team-escalation"
+
+
+def test_skip_leaves_a_step_whose_default_route_loops_back_to_itself() -> None:
     outcome = GlobalActions.skip(make_context(step_id="final-push"))
     assert outcome.next_step_id == "outcome-resolution"
 
@@ -117,7 +125,9 @@ def test_skip_at_the_last_step_completes_the_workflow() -> None:
 
 def test_skip_rejects_a_default_route_to_a_missing_step() -> None:
     context = make_context(step_id="status-check")
-    broken = dataclasses.replace(context, step={"id": "status-check", "routing": {"defaultRoute": "x"}})
+    broken = dataclasses.replace(
+        context, step={"id": "status-check", "routing": {"defaultRoute": "x"}}
+    )
     with pytest.raises(HandlerInputError, match="defaultRoute"):
         GlobalActions.skip(broken)
 

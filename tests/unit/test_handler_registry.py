@@ -1,4 +1,4 @@
-"""Handler registry: only start-up-indexed handlers resolve; resolution imports and reads nothing."""
+"""Handler registry: only start-up-indexed handlers resolve; resolving reads and imports nothing."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from app.handler_registry import (
 from handlers import rag_search, renewal_qa
 from handlers.global_actions import GlobalActions
 from handlers.processors import Processors
+from handlers.types import HandlerInputError, LlmHandlerInput
 
 REAL_PACKAGE_DIR = Path(handlers.__file__).resolve().parent
 
@@ -231,7 +232,9 @@ def test_build_indexes_only_public_routines_defined_on_listed_classes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(GlobalActions, "_hidden", staticmethod(lambda ctx: ctx), raising=False)
-    monkeypatch.setattr(GlobalActions, "double__under", staticmethod(lambda ctx: ctx), raising=False)
+    monkeypatch.setattr(
+        GlobalActions, "double__under", staticmethod(lambda ctx: ctx), raising=False
+    )
     monkeypatch.setattr(GlobalActions, "LIMIT", 5, raising=False)
     monkeypatch.setattr(GlobalActions, "extra", staticmethod(lambda ctx: ctx), raising=False)
     references = HandlerRegistry.build().references()
@@ -352,6 +355,50 @@ def test_build_refuses_a_subpackage_shadowing_a_handler_file(package_copy: Path)
 
 def test_guard_also_blocks_low_level_io() -> None:
     with pytest.raises(ForbiddenAtRequestTime), no_imports_or_file_access():
-        io.open(__file__)
+        os.open(__file__, os.O_RDONLY)
     with pytest.raises(ForbiddenAtRequestTime), no_imports_or_file_access():
         os.scandir(".")
+
+
+# --- the file: handlers behind the references ----------------------------------------------------
+
+ALL_TOOLS = ["create_chart", "database_query", "rag_search"]
+CONTEXT_DATA = {
+    "customer": {"id": "c-1", "name": "Acme Corp"},
+    "workflow": {"daysUntilRenewal": 5},
+    "internalNotes": {"secret": "not for the model"},
+}
+
+
+def llm_input(branch_type: str, tools: list[str]) -> LlmHandlerInput:
+    return LlmHandlerInput(
+        branch_type=branch_type,  # type: ignore[arg-type]
+        system_prompt="You are a renewal assistant.",
+        context_data=CONTEXT_DATA,
+        tools=tools,
+    )
+
+
+def test_renewal_qa_setup_grounds_answers_in_customer_data(registry: HandlerRegistry) -> None:
+    setup = registry.resolve("file:handlers/renewal_qa.py")
+    shaped = setup(llm_input("llm", ALL_TOOLS))
+    assert shaped.tools == ["database_query", "create_chart"]
+    assert "customer's" in shaped.system_prompt_suffix
+    assert set(shaped.context_data) == {"customer", "workflow"}
+
+
+def test_rag_search_setup_requires_citations_and_searches_first(registry: HandlerRegistry) -> None:
+    setup = registry.resolve("file:handlers/rag_search.py")
+    shaped = setup(llm_input("rag", ALL_TOOLS))
+    assert shaped.tools == ["rag_search", "database_query"]
+    assert "Cite" in shaped.system_prompt_suffix
+    assert "internalNotes" not in shaped.context_data
+
+
+def test_llm_handlers_never_add_tools_the_service_does_not_offer(
+    registry: HandlerRegistry,
+) -> None:
+    shaped = registry.resolve("file:handlers/renewal_qa.py")(llm_input("llm", ["database_query"]))
+    assert shaped.tools == ["database_query"]
+    with pytest.raises(HandlerInputError, match="rag_search"):
+        registry.resolve("file:handlers/rag_search.py")(llm_input("rag", ["database_query"]))

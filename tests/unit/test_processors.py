@@ -36,6 +36,23 @@ def test_risk_assessment_reads_json_inside_a_code_fence_after_other_braces() -> 
     assert analysis["recommendation"]
 
 
+def test_risk_assessment_reads_labelled_values_in_a_prose_reply() -> None:
+    reply = (
+        "Summary of the account.\n**Risk score:** 72/100\n"
+        "**Recommendation:** Book an executive sponsor call this week.\n"
+    )
+    analysis = Processors.riskAssessment(reply, context())
+    assert analysis["riskScore"] == 72
+    assert analysis["recommendation"] == "Book an executive sponsor call this week."
+    assert analysis["source"] == "reply"
+
+
+def test_reported_risk_drivers_become_the_risk_factors() -> None:
+    reply = '{"riskScore": 60, "riskDrivers": ["No exec sponsor", "Open P1 ticket", 7]}'
+    analysis = Processors.riskAssessment(reply, context())
+    assert analysis["riskFactors"] == ["No exec sponsor", "Open P1 ticket"]
+
+
 @pytest.mark.parametrize(
     ("reported", "expected"), [(150, 100), (-20, 0), (72.6, 73), ("65", 65), (1e300, 100)]
 )
@@ -113,6 +130,26 @@ def test_outcome_confidence_from_the_reply_is_clamped(reported: object, expected
     assert Processors.outcomeClassifier(reply, context())["confidence"] == expected
 
 
+@pytest.mark.parametrize(
+    ("reply", "outcome", "confidence"),
+    [
+        ("**Outcome:** at risk (confidence: 80%)", "at_risk", 0.8),
+        ("Outcome - Churned. Confidence 0.9", "churned", 0.9),
+        ('{"outcome": "At-Risk", "confidence": 0.35}', "at_risk", 0.35),
+        ("Outcome: pending", "pending", 0.5),
+    ],
+)
+def test_outcome_classifier_reads_labelled_and_loosely_spelled_outcomes(
+    reply: str, outcome: str, confidence: float
+) -> None:
+    result = Processors.outcomeClassifier(reply, context())
+    assert (result["outcome"], result["confidence"], result["source"]) == (
+        outcome,
+        confidence,
+        "reply",
+    )
+
+
 def test_outcome_outside_the_known_set_falls_back_to_the_heuristic() -> None:
     result = Processors.outcomeClassifier('{"outcome": "won"} Contract signed.', context())
     assert result["source"] == "heuristic"
@@ -126,6 +163,7 @@ def test_outcome_outside_the_known_set_falls_back_to_the_heuristic() -> None:
         ("They told us they will not renew this year.", "churned"),
         ("Budget concerns and procurement delays again.", "at_risk"),
         ("Had a call; following up next week.", "pending"),
+        ("The order form is not yet signed; following up.", "pending"),
     ],
 )
 def test_outcome_heuristic_recognises_signals(reply: str, expected: str) -> None:
