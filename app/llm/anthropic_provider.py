@@ -212,9 +212,7 @@ class AnthropicProvider:
                 {"name": t.name, "description": t.description, "input_schema": t.parameters}
                 for t in request.tools
             ]
-        if request.temperature is not None:
-            # Anthropic's range is 0..1, OpenAI's 0..2; one request setting serves both.
-            params["temperature"] = min(max(request.temperature, 0.0), 1.0)
+        # No temperature: current Messages models and SDKs no longer take sampling parameters.
         return params
 
     async def _attempt(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:

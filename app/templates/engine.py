@@ -92,12 +92,16 @@ def to_pybars_source(nodes: tuple[Node, ...]) -> str:
             # Triple-stash: output is plain text for prompts and notifications, never HTML.
             parts.append("{{{" + _head_source(node.expr) + "}}}")
         elif isinstance(node, BlockNode):
-            parts.append("{{#" + node.name + " " + _expression_source(node.argument) + "}}")
-            parts.append(to_pybars_source(node.body))
-            if node.inverse is not None:
+            name, body, inverse = node.name, node.body, node.inverse
+            if name == "unless" and inverse is not None:
+                # pybars' unless helper drops its {{else}} part; an if with swapped parts does not.
+                name, body, inverse = "if", inverse, body
+            parts.append("{{#" + name + " " + _expression_source(node.argument) + "}}")
+            parts.append(to_pybars_source(body))
+            if inverse is not None:
                 parts.append("{{else}}")
-                parts.append(to_pybars_source(node.inverse))
-            parts.append("{{/" + node.name + "}}")
+                parts.append(to_pybars_source(inverse))
+            parts.append("{{/" + name + "}}")
     return "".join(parts)
 
 
@@ -107,6 +111,7 @@ def _compile_with_pybars(compiler: pybars.Compiler, pybars_source: str) -> Calla
         # pybars registers one module per template in sys.modules; dropping it lets the LRU cache
         # bound memory.
         sys.modules.pop(render.__module__, None)
+    # Every path lookup in the generated code goes through this global: data keys only, no getattr.
     render.__globals__["resolve"] = _resolve_data_only
     return render
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from tests.fakes.server_thread import (
     serve,
     stall,
     start_event_stream,
+    wait_for_disconnect,
 )
 
 _ERROR_TYPES = {
@@ -159,8 +159,8 @@ class FakeAnthropic(ScriptedFake):
             await send_bytes(send, _event("content_block_start", start))
             await send_bytes(send, _event("ping", {"type": "ping"}))
             for piece in reply.chunks:
-                if chunk_delay:
-                    await asyncio.sleep(chunk_delay)
+                if chunk_delay and await wait_for_disconnect(receive, chunk_delay):
+                    return  # the client went away: stop streaming to nobody
                 text_delta = {"type": "text_delta", "text": piece}
                 data = {"type": "content_block_delta", "index": index, "delta": text_delta}
                 await send_bytes(send, _event("content_block_delta", data))
@@ -189,8 +189,8 @@ class FakeAnthropic(ScriptedFake):
                 call.arguments if isinstance(call.arguments, str) else json.dumps(call.arguments)
             )
             for fragment in ["", *split_evenly(arguments, call.fragments)]:
-                if chunk_delay:
-                    await asyncio.sleep(chunk_delay)
+                if chunk_delay and await wait_for_disconnect(receive, chunk_delay):
+                    return  # the client went away: stop streaming to nobody
                 json_delta = {"type": "input_json_delta", "partial_json": fragment}
                 data = {"type": "content_block_delta", "index": index, "delta": json_delta}
                 await send_bytes(send, _event("content_block_delta", data))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import time
@@ -33,6 +32,7 @@ from tests.fakes.server_thread import (
     serve,
     stall,
     start_event_stream,
+    wait_for_disconnect,
 )
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 429: "requests"}
@@ -158,8 +158,8 @@ class FakeOpenAI(ScriptedFake):
         await chunk(delta({"role": "assistant", "content": "", "refusal": None}))
         chunk_delay = reply.chunk_delay if isinstance(reply, TextReply) else 0.0
         for piece in reply.chunks:
-            if chunk_delay:
-                await asyncio.sleep(chunk_delay)
+            if chunk_delay and await wait_for_disconnect(receive, chunk_delay):
+                return  # the client went away: stop streaming to nobody
             await chunk(delta({"content": piece}))
 
         if isinstance(reply, AbortReply):
@@ -183,8 +183,8 @@ class FakeOpenAI(ScriptedFake):
             }
             await chunk(delta({"tool_calls": [opening]}))
             for fragment in split_evenly(_arguments_text(call.arguments), call.fragments):
-                if chunk_delay:
-                    await asyncio.sleep(chunk_delay)
+                if chunk_delay and await wait_for_disconnect(receive, chunk_delay):
+                    return  # the client went away: stop streaming to nobody
                 piece = {"index": index, "function": {"arguments": fragment}}
                 await chunk(delta({"tool_calls": [piece]}))
         await chunk(delta({}, reply.effective_finish_reason))

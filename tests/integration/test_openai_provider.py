@@ -87,10 +87,12 @@ async def collect_until_error(
     provider: OpenAIProvider, request: ChatRequest
 ) -> tuple[list[StreamEvent], ProviderError]:
     events: list[StreamEvent] = []
-    with pytest.raises(ProviderError) as caught:
+    try:
         async for event in provider.stream(request):
             events.append(event)
-    return events, caught.value
+    except ProviderError as error:
+        return events, error
+    pytest.fail(f"stream ended without a ProviderError: {events}")
 
 
 def text_of(events: list[StreamEvent]) -> str:
@@ -161,7 +163,11 @@ async def test_tool_call_fragments_are_assembled_and_result_goes_back_as_tool_me
     assert assistant_sent["tool_calls"][0]["id"] == "call_abc"
     assert assistant_sent["tool_calls"][0]["type"] == "function"
     assert json.loads(assistant_sent["tool_calls"][0]["function"]["arguments"]) == arguments
-    assert tool_sent == {"role": "tool", "tool_call_id": "call_abc", "content": '{"rows": [{"arr": 1}]}'}
+    assert tool_sent == {
+        "role": "tool",
+        "tool_call_id": "call_abc",
+        "content": '{"rows": [{"arr": 1}]}',
+    }
 
 
 async def test_tool_arguments_that_are_not_json_are_kept_raw(fake, provider):
@@ -289,10 +295,14 @@ async def test_missing_usage_is_estimated_with_tiktoken(fake, provider):
 async def test_prefixed_model_is_sent_without_prefix_to_compatible_server(fake, provider):
     fake.enqueue(text_reply("ok"))
 
-    events = await collect(provider, ask("Hello", max_tokens=50, temperature=0.2).__class__(
-        model="openai:llama3.1", messages=[ChatMessage("user", "Hi")], max_tokens=50,
+    request = ChatRequest(
+        model="openai:llama3.1",
+        messages=[ChatMessage("user", "Hi")],
+        max_tokens=50,
         temperature=0.2,
-    ))
+    )
+
+    events = await collect(provider, request)
 
     assert text_of(events) == "ok"
     sent = fake.requests[0]
@@ -315,13 +325,21 @@ async def test_fake_sends_usage_chunk_only_when_requested(fake, served_fake):
     fake.enqueue(TextReply(chunks=("a", "b")), TextReply(chunks=("a", "b")))
     client = openai.AsyncOpenAI(api_key="k", base_url=served_fake[1], max_retries=0)
     try:
-        plain = [c async for c in await client.chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "x"}], stream=True
-        )]
-        with_usage = [c async for c in await client.chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "x"}], stream=True,
-            stream_options={"include_usage": True},
-        )]
+        plain = [
+            c
+            async for c in await client.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "x"}], stream=True
+            )
+        ]
+        with_usage = [
+            c
+            async for c in await client.chat.completions.create(
+                model="gpt-4o",
+                messages=[{"role": "user", "content": "x"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        ]
     finally:
         await client.close()
 
@@ -329,3 +347,34 @@ async def test_fake_sends_usage_chunk_only_when_requested(fake, served_fake):
     assert with_usage[-1].choices == []
     assert with_usage[-1].usage is not None
     assert all(chunk.usage is None for chunk in with_usage[:-1])
+
+
+async def test_closing_the_stream_early_releases_the_response_at_once(fake, provider):
+    fake.enqueue(TextReply(chunks=tuple(f" w{i}" for i in range(50)), chunk_delay=0.2))
+    stream = provider.stream(ask("Hello"))
+
+    first = await anext(stream)
+    started = time.monotonic()
+    await stream.aclose()  # type: ignore[attr-defined]
+
+    assert first == TextDelta(" w0")
+    assert time.monotonic() - started < 1
+
+
+async def test_fake_answers_non_streamed_requests_like_the_api(fake, served_fake):
+    fake.enqueue(
+        tool_call_reply(FakeToolCall("database_query", {"query": "SELECT 1"}), text="Checking.")
+    )
+    client = openai.AsyncOpenAI(api_key="k", base_url=served_fake[1], max_retries=0)
+    try:
+        completion = await client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "x"}]
+        )
+    finally:
+        await client.close()
+
+    message = completion.choices[0].message
+    assert message.content == "Checking."
+    assert json.loads(message.tool_calls[0].function.arguments) == {"query": "SELECT 1"}
+    assert completion.choices[0].finish_reason == "tool_calls"
+    assert completion.usage is not None

@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 TENANT_TABLES = [
+    "thread_runs", "run_events", "idempotency_keys",
     "tenants",
     "users",
     "customers",

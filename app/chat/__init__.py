@@ -1,0 +1,1 @@
+"""LLM threads: messages, runs that stream replies, tool calls and their context."""

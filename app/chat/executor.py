@@ -1,0 +1,347 @@
+"""Produce one assistant reply: provider rounds, tool calls, usage rows and the final state.
+
+Every ending (complete, stopped, provider error, cancellation) leaves the assistant message
+final with its text so far, a ledger row for each provider call (provider-reported, estimated or
+unavailable) and the closing stream parts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.chat import stream as parts
+from app.chat.history import build_messages
+from app.chat.models import LlmContext, Message, Run, Thread, ToolCallRecord
+from app.chat.runs import RunHandle, RunManager
+from app.db.tenancy import set_tenant
+from app.executions.models import Execution
+from app.llm.base import ChatMessage, ChatRequest, Finish, TextDelta, ToolCall, ToolCallReady, Usage
+from app.llm.errors import ProviderError, ProviderTimeout
+from app.llm.registry import ProviderRegistry
+from app.llm.tokens import count_text, estimate_usage
+from app.settings import Settings
+from app.usage.ledger import CallAttribution, record_call, usage_part
+from app.usage.models import LedgerRow
+from app.usage.pricing import PriceBook
+from tools.base import ToolContext, ToolRegistry
+
+
+@dataclass
+class Round:
+    """One provider call in progress."""
+
+    request: ChatRequest
+    number: int
+    text: list[str] = field(default_factory=list)
+    calls: list[ToolCall] = field(default_factory=list)
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    text_open: bool = False
+
+
+@dataclass
+class Reply:
+    """Everything the reply accumulated across rounds."""
+
+    text: list[str] = field(default_factory=list)
+    tool_call_ids: list[str] = field(default_factory=list)
+    citations: list[dict[str, Any]] = field(default_factory=list)
+    message_type: str = "text"
+    metadata: dict[str, Any] = field(default_factory=dict)
+    status: str = "complete"
+    error: str | None = None
+
+
+class ReplyExecutor:
+    """Runs a queued reply to its end; one instance per app."""
+
+    def __init__(self, *, settings: Settings, manager: RunManager, providers: ProviderRegistry,
+                 tools: ToolRegistry, prices: PriceBook, services: Any) -> None:
+        self.settings = settings
+        self.manager = manager
+        self.providers = providers
+        self.tools = tools
+        self.prices = prices
+        self.services = services
+
+    async def __call__(self, handle: RunHandle) -> None:
+        """The run body (launched by the RunManager)."""
+        loaded = await self._begin(handle)
+        if loaded is None:
+            handle.close("interrupted")
+            return
+        thread, context, who, history = loaded
+        reply = Reply()
+        current: Round | None = None
+        try:
+            handle.emit(parts.start(who.message_id))
+            handle.emit(parts.data("message", {
+                "id": str(history.user_message_id), "sequenceNumber": history.user_sequence,
+                "assistantMessageId": str(who.message_id), "threadId": str(thread.id),
+                "runId": str(handle.run_id)}))
+            messages = history.messages
+            tool_specs = self.tools.specs(list(context.tools_available or []))
+            provider = self.providers.get(context.model_used or self.settings.default_model)
+            calls_made = 0
+            for round_no in range(self.settings.max_tool_rounds + 1):
+                offer = tool_specs if (round_no < self.settings.max_tool_rounds
+                                       and calls_made < self.settings.max_tool_calls) else []
+                current = Round(ChatRequest(
+                    model=context.model_used or self.settings.default_model,
+                    messages=list(messages), tools=offer, temperature=context.temperature,
+                    max_tokens=context.max_tokens, context=context.context_data), round_no)
+                handle.emit(parts.simple("start-step"))
+                ending = await self._provider_round(handle, provider, current)
+                await self._record(who, provider.name, current, ending, reply)
+                finished_round, current = current, None
+                if ending != "ok":
+                    handle.emit(parts.simple("finish-step"))
+                    break
+                if not finished_round.calls:
+                    handle.emit(parts.simple("finish-step"))
+                    break
+                messages.append(ChatMessage("assistant", "".join(finished_round.text),
+                                            tool_calls=finished_round.calls))
+                for call in finished_round.calls:
+                    if calls_made >= self.settings.max_tool_calls:
+                        break
+                    output = await self._run_tool(handle, thread, who, call, reply)
+                    messages.append(ChatMessage("tool", json.dumps(output, default=str),
+                                                tool_call_id=call.id, name=call.name))
+                    calls_made += 1
+                handle.emit(parts.simple("finish-step"))
+                if handle.stop.is_set():
+                    reply.status = "stopped"
+                    break
+        except asyncio.CancelledError:
+            reply.status, reply.error = "interrupted", "the server stopped before the reply finished"
+            if current is not None:
+                await asyncio.shield(self._record(who, provider_name_of(context), current,
+                                                  "interrupted", reply))
+            await asyncio.shield(self._finish(handle, who, reply))
+            raise
+        except Exception as exc:  # an unexpected bug must still end the reply cleanly
+            reply.status, reply.error = "error", f"internal error: {type(exc).__name__}"
+            if current is not None:
+                await self._record(who, provider_name_of(context), current, "error", reply)
+        await self._finish(handle, who, reply)
+
+    async def _begin(self, handle: RunHandle) -> tuple[Thread, LlmContext, CallAttribution,
+                                                        Any] | None:
+        async with self.manager.sessionmaker() as session, session.begin():
+            await set_tenant(session, handle.tenant_id)
+            run = await session.get(Run, handle.run_id, with_for_update=True)
+            if run is None or run.status != "queued":
+                return None
+            run.status, run.worker_id = "running", self.manager.worker_id
+            thread = await session.get(Thread, run.thread_id)
+            context = (await session.scalars(
+                select(LlmContext).where(LlmContext.thread_id == run.thread_id))).one()
+            assert thread is not None and run.assistant_message_id is not None
+            execution = (await session.get(Execution, thread.workflow_execution_id)
+                         if thread.workflow_execution_id else None)
+            history = await build_messages(session, thread, context, run,
+                                           self.settings.history_token_budget)
+            who = CallAttribution(
+                tenant_id=handle.tenant_id, user_id=run.user_id, customer_id=thread.customer_id,
+                execution_id=thread.workflow_execution_id,
+                workflow_key=execution.workflow_key if execution else None,
+                step_id=thread.step_id, branch_type=thread.thread_type, thread_id=thread.id,
+                message_id=run.assistant_message_id,
+                call_kind="analysis" if thread.thread_type == "analysis" else "chat")
+        handle.status = "running"
+        return thread, context, who, history
+
+    async def _provider_round(self, handle: RunHandle, provider: Any, current: Round) -> str:
+        """Stream one provider call; returns 'ok', 'stopped' or 'error' (error kept on Round)."""
+        consumer = asyncio.create_task(self._consume(handle, provider, current))
+        stopper = asyncio.create_task(handle.stop.wait())
+        try:
+            done, _ = await asyncio.wait({consumer, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        if consumer not in done:
+            consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ProviderError):
+                await consumer
+            self._close_text(handle, current)
+            return "stopped"
+        error = consumer.exception()
+        self._close_text(handle, current)
+        if error is None:
+            return "ok"
+        if isinstance(error, ProviderError):
+            current.finish_reason = "error"
+            handle.emit(parts.error(provider_error_text(error)))
+            current.usage = error.partial_usage
+            return "error"
+        raise error
+
+    async def _consume(self, handle: RunHandle, provider: Any, current: Round) -> None:
+        read_timeout = self.settings.provider_read_timeout_s
+        loop = asyncio.get_running_loop()
+        events = provider.stream(current.request)
+        try:
+            async with asyncio.timeout(None) as deadline:
+                while True:
+                    deadline.reschedule(loop.time() + read_timeout)
+                    try:
+                        event = await anext(events)
+                    except StopAsyncIteration:
+                        return
+                    if isinstance(event, TextDelta):
+                        if current.first_token_at is None:
+                            current.first_token_at = time.perf_counter()
+                        if not current.text_open:
+                            current.text_open = True
+                            handle.emit(parts.text_start(text_part_id(current)))
+                        current.text.append(event.text)
+                        handle.emit(parts.text_delta(text_part_id(current), event.text))
+                    elif isinstance(event, ToolCallReady):
+                        current.calls.append(event.call)
+                    elif isinstance(event, Finish):
+                        current.usage, current.finish_reason = event.usage, event.finish_reason
+        except TimeoutError as exc:
+            raise ProviderTimeout(f"no data from the model for {read_timeout:g}s",
+                                  retryable=False) from exc
+        finally:
+            await events.aclose()
+
+    @staticmethod
+    def _close_text(handle: RunHandle, current: Round) -> None:
+        if current.text_open:
+            current.text_open = False
+            handle.emit(parts.text_end(text_part_id(current)))
+
+    async def _record(self, who: CallAttribution, provider: str, current: Round, ending: str,
+                      reply: Reply) -> None:
+        """The ledger row of one provider call; estimated (never a silent zero) when unknown."""
+        text_so_far = "".join(current.text)
+        reply.text.append(text_so_far)
+        usage = current.usage if ending == "ok" else None
+        if usage is None:
+            partial = current.usage
+            if text_so_far or current.calls or (partial and partial.input_tokens):
+                estimate = estimate_usage(current.request, text_so_far, current.calls)
+                usage = Usage(
+                    input_tokens=partial.input_tokens if partial and partial.input_tokens
+                    else estimate.input_tokens,
+                    output_tokens=estimate.output_tokens,
+                    cached_tokens=partial.cached_tokens if partial else 0, source="estimated")
+            else:
+                usage = Usage(0, 0, source="unavailable")
+        status = {"ok": "ok", "stopped": "stopped", "interrupted": "interrupted"}.get(ending,
+                                                                                     "error")
+        if ending == "stopped":
+            reply.status = "stopped"
+        elif ending not in ("ok", "interrupted"):
+            reply.status, reply.error = "error", reply.error or "the model provider failed"
+        now = time.perf_counter()
+        async with self.manager.sessionmaker() as session, session.begin():
+            await set_tenant(session, who.tenant_id)
+            await record_call(
+                session, self.prices, who, provider=provider, model=current.request.model,
+                usage=usage, status=status, latency_ms=int((now - current.started) * 1000),
+                ttft_ms=int((current.first_token_at - current.started) * 1000)
+                if current.first_token_at else None)
+
+    async def _run_tool(self, handle: RunHandle, thread: Thread, who: CallAttribution,
+                        call: ToolCall, reply: Reply) -> dict[str, Any]:
+        async with self.manager.sessionmaker() as session, session.begin():
+            await set_tenant(session, who.tenant_id)
+            record = ToolCallRecord(thread_id=thread.id, message_id=who.message_id,
+                                    tool_name=call.name, tool_input=call.arguments,
+                                    tenant_id=who.tenant_id, provider_call_id=call.id[:128])
+            session.add(record)
+            await session.flush()
+            record_id = record.id
+        handle.emit(parts.tool_input(record_id, call.name, call.arguments))
+        outcome = await self.tools.execute(
+            call.name, call.arguments,
+            ToolContext(tenant_id=who.tenant_id, user_id=who.user_id, thread_id=thread.id,
+                        customer_id=thread.customer_id, services=self.services),
+            max_output_chars=self.settings.max_tool_output_chars)
+        async with self.manager.sessionmaker() as session, session.begin():
+            await set_tenant(session, who.tenant_id)
+            await session.execute(text(
+                "UPDATE workflow_llm_tool_calls SET tool_output = CAST(:o AS jsonb), success = :s,"
+                " error_message = :e, latency_ms = :l WHERE id = :id"),
+                {"o": json.dumps(outcome.output, default=str) if outcome.output is not None
+                 else None, "s": outcome.success, "e": outcome.error,
+                 "l": outcome.latency_ms, "id": record_id})
+        reply.tool_call_ids.append(str(record_id))
+        if not outcome.success:
+            handle.emit(parts.tool_error(record_id, outcome.error or "tool failed"))
+            return {"error": outcome.error}
+        handle.emit(parts.tool_output(record_id, outcome.output))
+        result = outcome.result
+        if result is not None:
+            for citation in result.citations:
+                reply.citations.append(citation)
+                handle.emit(parts.source_document(str(citation.get("chunkId")),
+                                                  str(citation.get("title", "")),
+                                                  citation.get("source")))
+            if result.message_type in ("chart", "table") and reply.message_type != "chart":
+                reply.message_type = result.message_type
+                reply.metadata.update(result.message_metadata)
+        return outcome.output or {}
+
+    async def _finish(self, handle: RunHandle, who: CallAttribution, reply: Reply) -> None:
+        """Make the reply final: message, usage part, run status, all in one transaction."""
+        content = "".join(reply.text)
+        async with self.manager.sessionmaker() as session, session.begin():
+            await set_tenant(session, who.tenant_id)
+            rows = list((await session.scalars(
+                select(LedgerRow).where(LedgerRow.message_id == who.message_id))).all())
+            message = await session.get(Message, who.message_id)
+            assert message is not None
+            metadata = dict(message.metadata_ or {})
+            metadata.update(reply.metadata)
+            metadata.update({"contentTokens": count_text(content),
+                             "toolCalls": reply.tool_call_ids})
+            if reply.citations:
+                metadata["citations"] = reply.citations
+            if reply.error:
+                metadata["error"] = reply.error
+            message.content, message.status = content, reply.status
+            message.message_type, message.metadata_ = reply.message_type, metadata
+            handle.emit(parts.data("usage", usage_part(rows)))
+            handle.emit(parts.finish(reply.status))
+            await RunManager.write_parts(session, [handle])
+            await session.execute(text(
+                "UPDATE thread_runs SET status = :s, finished_at = now(), last_event_seq = :n,"
+                " error_message = :e WHERE id = :r"),
+                {"s": reply.status, "n": len(handle.parts), "e": reply.error,
+                 "r": handle.run_id})
+        handle.flushed = len(handle.parts)
+        handle.close(reply.status, {"status": reply.status})
+
+
+def text_part_id(current: Round) -> str:
+    """A stable id per provider call's text block."""
+    return f"text-{current.number}"
+
+
+def provider_name_of(context: LlmContext) -> str:
+    """The provider recorded for a thread (for rows written after a failure)."""
+    return context.provider or "unknown"
+
+
+def provider_error_text(error: ProviderError) -> str:
+    """A message safe to show a CSM: what happened, never provider internals."""
+    if isinstance(error, ProviderTimeout):
+        return "The model did not answer in time. Try again."
+    if error.after_content:
+        return "The model stopped answering part-way through. The text so far is kept."
+    return "The model provider is unavailable right now. Try again in a moment."
+

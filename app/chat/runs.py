@@ -1,0 +1,262 @@
+"""Runs: replies produced independently of any HTTP connection, resumable from any worker.
+
+Each worker keeps the runs it executes in memory (live followers read them at once) and a
+background flusher writes their stream parts to `run_events` in batches, together with a
+heartbeat, and picks up stop requests made on other workers. A sweeper ends runs whose worker
+stopped heart-beating (crash, kill -9) through `recover_stale_runs`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.db.tenancy import set_tenant
+
+log = logging.getLogger(__name__)
+FINAL_STATUSES = frozenset({"complete", "stopped", "interrupted", "error"})
+
+
+@dataclass
+class RunHandle:
+    """A run executing in this worker: its parts so far and how to stop it."""
+
+    run_id: uuid.UUID
+    thread_id: uuid.UUID
+    tenant_id: uuid.UUID
+    parts: list[dict[str, Any]] = field(default_factory=list)
+    flushed: int = 0
+    done: bool = False
+    status: str = "queued"
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    result: dict[str, Any] | None = None
+    task: asyncio.Task[None] | None = None
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def emit(self, part: dict[str, Any]) -> int:
+        """Append a part; live followers see it at once. Returns its sequence number."""
+        self.parts.append(part)
+        self._changed.set()
+        self._changed = asyncio.Event()
+        return len(self.parts)
+
+    def close(self, status: str, result: dict[str, Any] | None = None) -> None:
+        """No more parts will come."""
+        self.done, self.status, self.result = True, status, result
+        self._changed.set()
+        self.finished.set()
+
+    async def follow(self, after: int = 0) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+        """Yield (seq, part) after `after`, live, until the run is done."""
+        index = after
+        while True:
+            while index < len(self.parts):
+                index += 1
+                yield index, self.parts[index - 1]
+            if self.done:
+                return
+            await self._changed.wait()
+
+
+class RunManager:
+    """This worker's runs, the event flusher and the stale-run sweeper."""
+
+    def __init__(self, engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession], *,
+                 flush_interval_s: float = 0.1, stale_after_s: float = 30.0) -> None:
+        self.engine = engine
+        self.sessionmaker = sessionmaker
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.flush_interval_s = flush_interval_s
+        self.stale_after_s = stale_after_s
+        self.handles: dict[uuid.UUID, RunHandle] = {}
+        self._thread_locks: dict[uuid.UUID, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._background: list[asyncio.Task[None]] = []
+        self._flush_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Recover runs left by dead workers, then start the flusher and sweeper."""
+        await self.recover_stale()
+        self._background = [asyncio.create_task(self._flush_loop(), name="run-flusher"),
+                            asyncio.create_task(self._sweep_loop(), name="run-sweeper")]
+
+    async def shutdown(self) -> None:
+        """Stop local runs (each records its ending), flush, and stop background tasks."""
+        for handle in list(self.handles.values()):
+            if handle.task and not handle.task.done():
+                handle.task.cancel()
+        tasks = [h.task for h in self.handles.values() if h.task]
+        if tasks:
+            await asyncio.wait(tasks, timeout=10)
+        await self.flush()
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def launch(self, handle: RunHandle, body: Callable[[RunHandle], Awaitable[None]]) -> None:
+        """Run `body` as a task owned by the manager, not by any request."""
+        self.handles[handle.run_id] = handle
+
+        async def runner() -> None:
+            try:
+                async with self._thread_locks[handle.thread_id]:
+                    await self._wait_for_turn(handle)
+                    await body(handle)
+            finally:
+                if not handle.done:
+                    handle.close("interrupted")
+                await self.flush()
+                self.handles.pop(handle.run_id, None)
+                if not any(h.thread_id == handle.thread_id for h in self.handles.values()):
+                    self._thread_locks.pop(handle.thread_id, None)
+
+        handle.task = asyncio.create_task(runner(), name=f"run-{handle.run_id}")
+
+    async def _wait_for_turn(self, handle: RunHandle) -> None:
+        """One reply at a time per thread, in order, also across workers."""
+        while True:
+            async with self.sessionmaker() as session, session.begin():
+                await set_tenant(session, handle.tenant_id)
+                earlier = (await session.execute(text(
+                    "SELECT 1 FROM thread_runs r, thread_runs mine WHERE mine.id = :run"
+                    " AND r.thread_id = mine.thread_id AND r.status IN ('queued', 'running')"
+                    " AND (r.created_at, r.id) < (mine.created_at, mine.id) LIMIT 1"),
+                    {"run": handle.run_id})).first()
+            if earlier is None:
+                return
+            await asyncio.sleep(0.1)
+
+    def request_local_stop(self, run_id: uuid.UUID) -> bool:
+        """Stop a run of this worker at once; False when it runs elsewhere (or not at all)."""
+        handle = self.handles.get(run_id)
+        if handle is None:
+            return False
+        handle.stop.set()
+        return True
+
+    async def flush(self) -> None:
+        """Write new parts and heartbeats of every local run; pick up remote stop requests."""
+        async with self._flush_lock:
+            by_tenant: dict[uuid.UUID, list[RunHandle]] = defaultdict(list)
+            for handle in list(self.handles.values()):
+                by_tenant[handle.tenant_id].append(handle)
+            for tenant_id, handles in by_tenant.items():
+                try:
+                    await self._flush_tenant(tenant_id, handles)
+                except Exception:  # the next tick retries; a run must not die of a flush
+                    log.exception("flushing run events failed")
+
+    async def _flush_tenant(self, tenant_id: uuid.UUID, handles: list[RunHandle]) -> None:
+        async with self.sessionmaker() as session, session.begin():
+            await set_tenant(session, tenant_id)
+            marks = await self.write_parts(session, handles)
+            stopped = (await session.execute(text(
+                "UPDATE thread_runs t SET heartbeat_at = now(),"
+                " last_event_seq = GREATEST(t.last_event_seq, x.last)"
+                " FROM unnest(CAST(:ids AS uuid[]), CAST(:lasts AS int[])) AS x(id, last)"
+                " WHERE t.id = x.id RETURNING t.id, t.stop_requested"),
+                {"ids": [str(h.run_id) for h, _ in marks],
+                 "lasts": [end for _, end in marks]})).all()
+        for handle, end in marks:
+            handle.flushed = max(handle.flushed, end)
+        for run_id, stop_requested in stopped:
+            if stop_requested and run_id in self.handles:
+                self.handles[run_id].stop.set()
+
+    @staticmethod
+    async def write_parts(session: AsyncSession, handles: list[RunHandle]
+                          ) -> list[tuple[RunHandle, int]]:
+        """Insert the parts not yet stored (idempotent) and wake followers on other workers."""
+        runs, seqs, parts, marks = [], [], [], []
+        for handle in handles:
+            end = len(handle.parts)
+            for seq in range(handle.flushed + 1, end + 1):
+                runs.append(str(handle.run_id))
+                seqs.append(seq)
+                parts.append(json.dumps(handle.parts[seq - 1], default=str))
+            marks.append((handle, end))
+        if runs:
+            await session.execute(text(
+                "INSERT INTO run_events (run_id, seq, tenant_id, part)"
+                " SELECT r, s, current_setting('app.tenant_id')::uuid, p::jsonb"
+                " FROM unnest(CAST(:runs AS uuid[]), CAST(:seqs AS int[]),"
+                " CAST(:parts AS text[])) AS x(r, s, p) ON CONFLICT DO NOTHING"),
+                {"runs": runs, "seqs": seqs, "parts": parts})
+            await session.execute(text(
+                "SELECT pg_notify('chatbranch_runs', r) FROM unnest(CAST(:ids AS text[])) r"),
+                {"ids": sorted(set(runs))})
+        return marks
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval_s)
+            if self.handles:
+                await self.flush()
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(max(1.0, self.stale_after_s / 3))
+            try:
+                await self.recover_stale()
+            except Exception:
+                log.exception("stale run recovery failed")
+
+    async def recover_stale(self) -> int:
+        """End runs whose worker stopped heart-beating; returns how many."""
+        async with self.engine.begin() as conn:
+            count = (await conn.execute(text("SELECT recover_stale_runs(:s)"),
+                                        {"s": int(self.stale_after_s)})).scalar_one()
+        if count:
+            log.warning("recovered %d runs left by a stopped worker", count)
+        return int(count)
+
+    async def follow(self, tenant_id: uuid.UUID, run_id: uuid.UUID, after: int = 0
+                     ) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+        """Parts of a run after `after`: live from memory here, else from the database."""
+        handle = self.handles.get(run_id)
+        if handle is not None:
+            async for item in handle.follow(after):
+                yield item
+            return
+        async for item in self._follow_stored(tenant_id, run_id, after):
+            yield item
+
+    async def _follow_stored(self, tenant_id: uuid.UUID, run_id: uuid.UUID, after: int
+                             ) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+        last = after
+        while True:
+            async with self.sessionmaker() as session, session.begin():
+                await set_tenant(session, tenant_id)
+                rows = (await session.execute(text(
+                    "SELECT seq, part FROM run_events WHERE run_id = :r AND seq > :s ORDER BY seq"),
+                    {"r": run_id, "s": last})).all()
+                state = (await session.execute(text(
+                    "SELECT status, last_event_seq FROM thread_runs WHERE id = :r"),
+                    {"r": run_id})).first()
+            for seq, part in rows:
+                if seq != last + 1:
+                    break  # a gap: the writer's batch is not committed yet; read again
+                last = seq
+                yield seq, part
+            if state is None or (state.status in FINAL_STATUSES and last >= state.last_event_seq):
+                return
+            handle = self.handles.get(run_id)
+            if handle is not None:  # the run moved here (cannot today, but stay correct)
+                async for item in handle.follow(last):
+                    yield item
+                return
+            await asyncio.sleep(0.05 if rows else 0.1)

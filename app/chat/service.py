@@ -1,0 +1,201 @@
+"""Thread rules: posting a message (committed before any provider call), stop, complete, read."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.principal import Principal
+from app.chat.models import LlmContext, Message, Run, Thread, ToolCallRecord
+from app.errors import Conflict, NotFound
+from app.llm.tokens import count_text
+from app.usage.ledger import usage_part
+from app.usage.models import LedgerRow
+
+
+@dataclass
+class PostedMessage:
+    """The committed user message, the reply placeholder and the run that will fill it."""
+
+    run: Run
+    user_message: Message
+    assistant_message: Message
+    created: bool  # False when an Idempotency-Key replayed an earlier request
+
+
+def request_hash(*parts: str) -> str:
+    """Fingerprint of a request body, to refuse an Idempotency-Key reused for another request."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+async def get_thread(session: AsyncSession, thread_id: str | uuid.UUID, *,
+                     for_update: bool = False) -> Thread:
+    """A thread of the caller's tenant, or 404 (also for malformed ids)."""
+    try:
+        key = uuid.UUID(str(thread_id))
+    except ValueError:
+        raise NotFound(f"thread '{thread_id}' not found") from None
+    thread = await session.get(Thread, key, with_for_update=for_update)
+    if thread is None:
+        raise NotFound(f"thread '{thread_id}' not found")
+    return thread
+
+
+async def post_message(session: AsyncSession, principal: Principal, thread_id: str, content: str,
+                       idempotency_key: str | None) -> PostedMessage:
+    """Commit the user message and a queued run, in the caller's transaction."""
+    fingerprint = request_hash(str(thread_id), content)
+    if idempotency_key:
+        replay = await _claim_idempotency_key(session, principal, idempotency_key, fingerprint,
+                                              f"thread:{thread_id}:messages")
+        if replay is not None:
+            return replay
+    thread = await get_thread(session, thread_id, for_update=True)
+    if thread.status != "active":
+        raise Conflict(f"the thread is {thread.status}; open a new branch to keep talking")
+    user_seq = thread.last_sequence_number + 1
+    user_message = Message(thread_id=thread.id, role="user", content=content,
+                           tokens_used=count_text(content), sequence_number=user_seq,
+                           tenant_id=principal.tenant_id, status="complete")
+    assistant = Message(thread_id=thread.id, role="assistant", content="",
+                        sequence_number=user_seq + 1, tenant_id=principal.tenant_id,
+                        status="streaming", tokens_used=0, metadata_={"replyTo": user_seq})
+    session.add_all([user_message, assistant])
+    await session.flush()
+    run = Run(tenant_id=principal.tenant_id, thread_id=thread.id, user_id=principal.user_id,
+              user_message_id=user_message.id, assistant_message_id=assistant.id)
+    session.add(run)
+    thread.last_sequence_number = user_seq + 1
+    thread.total_messages = (thread.total_messages or 0) + 2
+    await session.flush()
+    if idempotency_key:
+        await session.execute(text(
+            "UPDATE idempotency_keys SET run_id = :r WHERE tenant_id = :t AND key = :k"),
+            {"r": run.id, "t": principal.tenant_id, "k": idempotency_key})
+    return PostedMessage(run, user_message, assistant, created=True)
+
+
+async def _claim_idempotency_key(session: AsyncSession, principal: Principal, key: str,
+                                 fingerprint: str, scope: str) -> PostedMessage | None:
+    """Insert the key, or return the earlier request's result (waiting for it to commit)."""
+    if len(key) > 200:
+        raise Conflict("Idempotency-Key may have at most 200 characters")
+    inserted = (await session.execute(text(
+        "INSERT INTO idempotency_keys (tenant_id, key, user_id, scope, request_hash)"
+        " VALUES (:t, :k, :u, :s, :h) ON CONFLICT DO NOTHING RETURNING key"),
+        {"t": principal.tenant_id, "k": key, "u": principal.user_id, "s": scope,
+         "h": fingerprint})).first()
+    if inserted is not None:
+        return None
+    earlier = (await session.execute(text(
+        "SELECT scope, request_hash, run_id FROM idempotency_keys WHERE tenant_id = :t AND key = :k"),
+        {"t": principal.tenant_id, "k": key})).one()
+    if earlier.scope != scope or earlier.request_hash != fingerprint or earlier.run_id is None:
+        raise Conflict("this Idempotency-Key was already used for a different request")
+    run = await session.get(Run, earlier.run_id)
+    assert run is not None and run.user_message_id and run.assistant_message_id
+    user_message = await session.get(Message, run.user_message_id)
+    assistant = await session.get(Message, run.assistant_message_id)
+    assert user_message is not None and assistant is not None
+    return PostedMessage(run, user_message, assistant, created=False)
+
+
+async def unfinished_runs(session: AsyncSession, thread_id: uuid.UUID) -> list[Run]:
+    """Runs of the thread still queued or running, oldest first."""
+    return list((await session.scalars(
+        select(Run).where(Run.thread_id == thread_id, Run.status.in_(("queued", "running")))
+        .order_by(Run.created_at, Run.id))).all())
+
+
+async def latest_run(session: AsyncSession, thread_id: uuid.UUID) -> Run | None:
+    """The newest run of a thread."""
+    return (await session.scalars(
+        select(Run).where(Run.thread_id == thread_id)
+        .order_by(Run.created_at.desc(), Run.id.desc()).limit(1))).first()
+
+
+async def request_stop(session: AsyncSession, thread: Thread) -> list[uuid.UUID]:
+    """Flag every unfinished run of the thread to stop; returns their ids."""
+    runs = await unfinished_runs(session, thread.id)
+    for run in runs:
+        run.stop_requested = True
+    await session.flush()
+    return [r.id for r in runs]
+
+
+async def close_thread(session: AsyncSession, thread: Thread, status: str) -> list[uuid.UUID]:
+    """Mark a thread completed or abandoned, stopping any reply still running."""
+    if thread.status != "active":
+        raise Conflict(f"the thread is already {thread.status}")
+    stopped = await request_stop(session, thread)
+    thread.status, thread.ended_at = status, datetime.now(UTC)
+    await session.flush()
+    return stopped
+
+
+def message_out(m: Message) -> dict[str, Any]:
+    """A message as the API shows it."""
+    return {"id": str(m.id), "role": m.role, "content": m.content,
+            "messageType": m.message_type, "metadata": m.metadata_ or {},
+            "tokensUsed": m.tokens_used, "sequenceNumber": m.sequence_number,
+            "status": m.status, "createdAt": m.created_at.isoformat()}
+
+
+def tool_call_out(t: ToolCallRecord) -> dict[str, Any]:
+    """A recorded tool call as the API shows it."""
+    return {"id": str(t.id), "messageId": str(t.message_id) if t.message_id else None,
+            "toolName": t.tool_name, "toolInput": t.tool_input, "toolOutput": t.tool_output,
+            "success": t.success, "errorMessage": t.error_message, "latencyMs": t.latency_ms,
+            "createdAt": t.created_at.isoformat()}
+
+
+def thread_out(t: Thread) -> dict[str, Any]:
+    """A thread's summary."""
+    return {"id": str(t.id), "stepId": t.step_id, "threadType": t.thread_type,
+            "status": t.status, "returnToStep": t.return_to_step,
+            "executionId": str(t.workflow_execution_id) if t.workflow_execution_id else None,
+            "totalMessages": t.total_messages, "totalTokens": t.total_tokens}
+
+
+async def thread_detail(session: AsyncSession, thread: Thread) -> dict[str, Any]:
+    """GET /api/threads/{id}: the thread, its LLM context, messages and tool calls."""
+    context = (await session.scalars(
+        select(LlmContext).where(LlmContext.thread_id == thread.id))).one_or_none()
+    messages = (await session.scalars(select(Message).where(Message.thread_id == thread.id)
+                                      .order_by(Message.sequence_number))).all()
+    calls = (await session.scalars(select(ToolCallRecord)
+                                   .where(ToolCallRecord.thread_id == thread.id)
+                                   .order_by(ToolCallRecord.created_at))).all()
+    return {
+        "thread": thread_out(thread),
+        "llmContext": None if context is None else {
+            "systemPrompt": context.system_prompt, "toolsAvailable": context.tools_available,
+            "contextData": context.context_data, "contextAsOf": context.context_as_of.isoformat(),
+            "modelUsed": context.model_used, "provider": context.provider,
+            "temperature": context.temperature, "maxTokens": context.max_tokens,
+            "totalTokensUsed": context.total_tokens_used},
+        "messages": [message_out(m) for m in messages],
+        "toolCalls": [tool_call_out(c) for c in calls],
+    }
+
+
+async def reply_payload(session: AsyncSession, run: Run) -> dict[str, Any]:
+    """The JSON answer to a posted message once its reply is final."""
+    user_message = await session.get(Message, run.user_message_id)
+    assistant = await session.get(Message, run.assistant_message_id)
+    assert user_message is not None and assistant is not None
+    await session.refresh(assistant)
+    calls = (await session.scalars(select(ToolCallRecord)
+                                   .where(ToolCallRecord.message_id == assistant.id)
+                                   .order_by(ToolCallRecord.created_at))).all()
+    rows = list((await session.scalars(
+        select(LedgerRow).where(LedgerRow.message_id == assistant.id))).all())
+    return {"userMessage": message_out(user_message), "assistantMessage": message_out(assistant),
+            "toolCalls": [tool_call_out(c) for c in calls], "usage": usage_part(rows),
+            "runId": str(run.id)}

@@ -1,0 +1,1 @@
+"""Workflow executions: a customer moving through a workflow's steps."""

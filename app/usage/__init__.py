@@ -1,0 +1,1 @@
+"""Token usage: the per-call ledger, prices and reports."""

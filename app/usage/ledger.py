@@ -1,0 +1,89 @@
+"""Write one ledger row per provider call and keep message, thread and context totals in step."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.llm.base import Usage
+from app.usage.models import LedgerRow
+from app.usage.pricing import PriceBook
+
+
+@dataclass
+class CallAttribution:
+    """Who and what a provider call served (the ledger's group-by keys)."""
+
+    tenant_id: uuid.UUID
+    user_id: uuid.UUID | None
+    customer_id: uuid.UUID | None
+    execution_id: uuid.UUID | None
+    workflow_key: str | None
+    step_id: str | None
+    branch_type: str | None
+    thread_id: uuid.UUID | None
+    message_id: uuid.UUID | None
+    call_kind: str = "chat"
+
+
+async def record_call(session: AsyncSession, prices: PriceBook, who: CallAttribution, *,
+                      provider: str, model: str, usage: Usage, status: str,
+                      latency_ms: int | None, ttft_ms: int | None,
+                      breakdown: dict[str, Any] | None = None) -> LedgerRow:
+    """Insert the row and add its tokens to the message, thread and LLM context in one go.
+
+    Runs in the caller's transaction, so the invariants (Σ ledger = thread total = Σ assistant
+    message tokens) hold at every commit, whatever ends the reply.
+    """
+    now = datetime.now(UTC)
+    cost, version = prices.cost(model, now, usage.input_tokens, usage.cached_tokens,
+                                usage.output_tokens)
+    row = LedgerRow(
+        tenant_id=who.tenant_id, user_id=who.user_id, customer_id=who.customer_id,
+        execution_id=who.execution_id, workflow_key=who.workflow_key, step_id=who.step_id,
+        branch_type=who.branch_type, thread_id=who.thread_id, message_id=who.message_id,
+        call_kind=who.call_kind, provider=provider, model=model,
+        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+        cached_tokens=usage.cached_tokens, reasoning_tokens=usage.reasoning_tokens,
+        usage_source=usage.source, status=status, latency_ms=latency_ms,
+        time_to_first_token_ms=ttft_ms, cost_usd=cost, price_version=version,
+        prompt_breakdown=breakdown or {},
+    )
+    session.add(row)
+    total = usage.total
+    if who.message_id is not None:
+        await session.execute(text(
+            "UPDATE workflow_chat_messages SET tokens_used = COALESCE(tokens_used, 0) + :n"
+            " WHERE id = :m"), {"n": total, "m": who.message_id})
+    if who.thread_id is not None:
+        await session.execute(text(
+            "UPDATE workflow_chat_threads SET total_tokens = total_tokens + :n WHERE id = :t"),
+            {"n": total, "t": who.thread_id})
+        await session.execute(text(
+            "UPDATE workflow_llm_context SET total_tokens_used = total_tokens_used + :n"
+            " WHERE thread_id = :t"), {"n": total, "t": who.thread_id})
+    await session.flush()
+    return row
+
+
+def usage_part(rows: list[LedgerRow]) -> dict[str, Any]:
+    """The `data-usage` payload for a reply: its provider calls summed, with their provenance."""
+    sources = {r.usage_source for r in rows}
+    source = ("provider" if sources == {"provider"} else "estimated"
+              if "estimated" in sources or ("provider" in sources and len(sources) > 1)
+              else "unavailable" if sources else "unavailable")
+    prompt = sum(r.input_tokens for r in rows)
+    completion = sum(r.output_tokens for r in rows)
+    return {
+        "promptTokens": prompt, "completionTokens": completion,
+        "cachedTokens": sum(r.cached_tokens for r in rows),
+        "totalTokens": prompt + completion,
+        "costUsd": float(sum((r.cost_usd for r in rows), Decimal(0))),
+        "source": source, "providerCalls": len(rows),
+    }
