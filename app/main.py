@@ -17,14 +17,18 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from app.auth.middleware import BearerAuthMiddleware
 from app.auth.tokens import TokenCodec
+from app.chat.controller import ThreadController
 from app.context.controller import ContextController
 from app.customers.controller import CustomerController
 from app.db.engine import DatabaseUrls, create_engine, create_sessionmaker, resolve_database
 from app.deps import DEPENDENCIES
+from app.executions.controller import ExecutionController
+from app.handler_registry import HandlerRegistry
 from app.health.controller import health
 from app.problems import EXCEPTION_HANDLERS
 from app.settings import Settings, get_settings
 from app.templates.engine import TemplateEngine
+from app.wiring import wire_services
 from app.workflows.controller import SavedActionController, WorkflowController
 
 log = logging.getLogger("chatbranch")
@@ -51,9 +55,13 @@ def create_app(
         app.state.database = db
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        wire_services(app.state, settings)
+        await app.state.run_manager.start()
         try:
             yield
         finally:
+            await app.state.run_manager.shutdown()
+            await app.state.providers.aclose()
             await engine.dispose()
             if owns_database:
                 db.stop()
@@ -63,6 +71,7 @@ def create_app(
             "settings": settings,
             "token_codec": TokenCodec(settings),
             "templates": TemplateEngine(),
+            "handlers": HandlerRegistry.build(),
         }
     )
     prometheus = PrometheusConfig(app_name="chatbranch", group_path=True)
@@ -74,6 +83,8 @@ def create_app(
             ContextController,
             CustomerController,
             SavedActionController,
+            ExecutionController,
+            ThreadController,
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,

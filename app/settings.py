@@ -56,6 +56,15 @@ class Settings(BaseSettings):
     provider_max_retries: int = 2
     local_token_delay_ms: float = 15.0
 
+    # Replies: tool loop caps, history budget, durability.
+    max_tool_rounds: int = 4
+    max_tool_calls: int = 8
+    max_tool_output_chars: int = 20_000
+    history_token_budget: int = 12_000
+    analysis_timeout_s: float = 120.0
+    run_flush_interval_s: float = 0.1
+    run_stale_after_s: float = 30.0
+
     @property
     def embedded(self) -> bool:
         """True when the service manages its own PostgreSQL."""

@@ -144,6 +144,8 @@ class ReplyExecutor:
             if run is None or run.status != "queued":
                 return None
             run.status, run.worker_id = "running", self.manager.worker_id
+            if run.stop_requested:
+                handle.stop.set()
             thread = await session.get(Thread, run.thread_id)
             context = (await session.scalars(
                 select(LlmContext).where(LlmContext.thread_id == run.thread_id))).one()

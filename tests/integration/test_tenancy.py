@@ -11,6 +11,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+# Tables whose primary key is not `id`: the column that identifies a row in these tests.
+KEY_COLUMN = {"run_events": "run_id", "idempotency_keys": "key"}
+
 TENANT_TABLES = [
     "thread_runs", "run_events", "idempotency_keys",
     "tenants",
@@ -151,6 +154,17 @@ async def other_rows(owner_engine: AsyncEngine) -> dict[str, dict[str, Any]]:
             ),
             {"t": other, "th": th},
         )
+        run = (await conn.execute(text(
+            "INSERT INTO thread_runs (tenant_id, thread_id, user_message_id, status)"
+            " VALUES (:t, :th, :m, 'complete') RETURNING id"),
+            {"t": other, "th": th, "m": msg})).scalar_one()
+        await conn.execute(text(
+            "INSERT INTO run_events (run_id, seq, tenant_id, part) VALUES (:r, 1, :t,"
+            " CAST(:p AS jsonb))"), {"r": run, "t": other, "p": '{"type": "start"}'})
+        await conn.execute(text(
+            "INSERT INTO idempotency_keys (tenant_id, key, user_id, scope, request_hash, run_id)"
+            " VALUES (:t, 'other-key', :u, 'x', repeat('b', 64), :r)"),
+            {"t": other, "u": ids.user_id, "r": run})
         rows = {}
         for table in TENANT_TABLES:
             column = "id" if table == "tenants" else "tenant_id"
@@ -184,9 +198,10 @@ async def test_tenant_cannot_read_another_tenants_rows(
     table: str, app_engine: AsyncEngine, owner_engine: AsyncEngine, other_rows: dict[str, Any]
 ) -> None:
     demo = await _tenant_id(owner_engine, "demo")
-    row_id = other_rows[table]["id"]
+    key = KEY_COLUMN.get(table, "id")
+    row_id = other_rows[table][key]
     rows = await _as_tenant(
-        app_engine, demo, f"SELECT * FROM {table} WHERE id = :id", {"id": row_id}
+        app_engine, demo, f"SELECT * FROM {table} WHERE {key} = :id", {"id": row_id}
     )
     assert rows == []
     everything = await _as_tenant(app_engine, demo, f"SELECT to_jsonb(t)::text FROM {table} t")
@@ -199,10 +214,11 @@ async def test_tenant_cannot_update_or_delete_another_tenants_rows(
     table: str, app_engine: AsyncEngine, owner_engine: AsyncEngine, other_rows: dict[str, Any]
 ) -> None:
     demo = await _tenant_id(owner_engine, "demo")
-    row_id = other_rows[table]["id"]
+    key = KEY_COLUMN.get(table, "id")
+    row_id = other_rows[table][key]
     for sql in (
-        f"UPDATE {table} SET id = id WHERE id = :id",
-        f"DELETE FROM {table} WHERE id = :id",
+        f"UPDATE {table} SET {key} = {key} WHERE {key} = :id",
+        f"DELETE FROM {table} WHERE {key} = :id",
     ):
         try:
             affected = await _as_tenant(app_engine, demo, sql, {"id": row_id})
@@ -212,7 +228,9 @@ async def test_tenant_cannot_update_or_delete_another_tenants_rows(
             assert affected == 0
     async with owner_engine.connect() as conn:
         still = (
-            await conn.execute(text(f"SELECT count(*) FROM {table} WHERE id = :id"), {"id": row_id})
+            await conn.execute(
+                text(f"SELECT count(*) FROM {table} WHERE {key} = :id"), {"id": row_id}
+            )
         ).scalar_one()
     assert still == 1
 
@@ -237,6 +255,10 @@ async def test_tenant_cannot_insert_rows_for_another_tenant(
         ]
     cols = ", ".join(columns)
     row = dict(other_rows[table])
+    if table == "run_events":
+        row["seq"] = 99
+    if table == "idempotency_keys":
+        row["key"] = "fresh-key"
     with pytest.raises(DBAPIError) as caught:
         await _as_tenant(
             app_engine,

@@ -1,0 +1,66 @@
+"""Create the app's long-lived services once, at start-up (providers, tools, runs, executions)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.chat.executor import ReplyExecutor
+from app.chat.runs import RunHandle, RunManager
+from app.chat.service import PostedMessage
+from app.executions.service import ExecutionService, Services
+from app.llm.base import ProviderConfig
+from app.llm.registry import ProviderRegistry
+from app.settings import Settings
+from app.usage.pricing import default_price_book
+from tools.base import ToolRegistry
+
+
+def provider_configs(settings: Settings) -> dict[str, ProviderConfig]:
+    """Explicit timeouts and retries for every provider (never the SDK defaults)."""
+    common = {"connect_timeout": settings.provider_connect_timeout_s,
+              "read_timeout": settings.provider_read_timeout_s,
+              "total_timeout": settings.provider_total_timeout_s,
+              "max_retries": settings.provider_max_retries}
+    return {
+        "openai": ProviderConfig(api_key=settings.openai_api_key,
+                                 base_url=settings.openai_base_url, **common),
+        "anthropic": ProviderConfig(api_key=settings.anthropic_api_key,
+                                    base_url=settings.anthropic_base_url, **common),
+        "local": ProviderConfig(token_delay_s=settings.local_token_delay_ms / 1000, **common),
+    }
+
+
+def build_tools(state: Any) -> ToolRegistry:
+    """The LLM-callable tools (each module under tools/ registers its own)."""
+    registry = ToolRegistry()
+    try:
+        from tools import register_all
+    except ImportError:
+        return registry
+    register_all(registry)
+    return registry
+
+
+def wire_services(state: Any, settings: Settings) -> None:
+    """Attach providers, tools, the run manager, the reply executor and executions to state."""
+    state.providers = getattr(state, "providers", None) or ProviderRegistry(
+        provider_configs(settings))
+    state.tools = getattr(state, "tools", None) or build_tools(state)
+    state.prices = default_price_book()
+    state.run_manager = RunManager(state.engine, state.sessionmaker,
+                                   flush_interval_s=settings.run_flush_interval_s,
+                                   stale_after_s=settings.run_stale_after_s)
+    executor = ReplyExecutor(settings=settings, manager=state.run_manager,
+                             providers=state.providers, tools=state.tools, prices=state.prices,
+                             services=state)
+
+    def launch_run(posted: PostedMessage, principal: Any) -> RunHandle:
+        handle = RunHandle(run_id=posted.run.id, thread_id=posted.run.thread_id,
+                           tenant_id=posted.run.tenant_id)
+        state.run_manager.launch(handle, executor)
+        return handle
+
+    state.launch_run = launch_run
+    state.executions = ExecutionService(Services(
+        settings=settings, sessionmaker=state.sessionmaker, templates=state.templates,
+        handlers=state.handlers, manager=state.run_manager, launch_run=launch_run))
