@@ -56,7 +56,8 @@ def wire_services(state: Any, settings: Settings) -> None:
 
     def launch_run(posted: PostedMessage, principal: Any) -> RunHandle:
         handle = RunHandle(run_id=posted.run.id, thread_id=posted.run.thread_id,
-                           tenant_id=posted.run.tenant_id)
+                           tenant_id=posted.run.tenant_id,
+                           order=posted.user_message.sequence_number)
         state.run_manager.launch(handle, executor)
         return handle
 

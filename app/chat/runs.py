@@ -36,6 +36,7 @@ class RunHandle:
     run_id: uuid.UUID
     thread_id: uuid.UUID
     tenant_id: uuid.UUID
+    order: int = 0  # the user message's sequence number: runs of a thread go in this order
     parts: list[dict[str, Any]] = field(default_factory=list)
     flushed: int = 0
     done: bool = False
@@ -82,7 +83,7 @@ class RunManager:
         self.flush_interval_s = flush_interval_s
         self.stale_after_s = stale_after_s
         self.handles: dict[uuid.UUID, RunHandle] = {}
-        self._thread_locks: dict[uuid.UUID, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._thread_changed: dict[uuid.UUID, asyncio.Event] = {}
         self._background: list[asyncio.Task[None]] = []
         self._flush_lock = asyncio.Lock()
 
@@ -113,22 +114,36 @@ class RunManager:
 
         async def runner() -> None:
             try:
-                async with self._thread_locks[handle.thread_id]:
-                    await self._wait_for_turn(handle)
-                    await body(handle)
+                await self._wait_for_turn(handle)
+                await body(handle)
             finally:
                 if not handle.done:
                     handle.close("interrupted")
                 await self.flush()
                 self.handles.pop(handle.run_id, None)
-                if not any(h.thread_id == handle.thread_id for h in self.handles.values()):
-                    self._thread_locks.pop(handle.thread_id, None)
+                self._wake_thread(handle.thread_id)
 
         handle.task = asyncio.create_task(runner(), name=f"run-{handle.run_id}")
 
+    def _wake_thread(self, thread_id: uuid.UUID) -> None:
+        """A run of the thread ended here: let the next one check whether it is its turn."""
+        changed = self._thread_changed.pop(thread_id, None)
+        if changed is not None:
+            changed.set()
+
     async def _wait_for_turn(self, handle: RunHandle) -> None:
-        """One reply at a time per thread, in order, also across workers."""
+        """One reply at a time per thread, in creation order, also across workers.
+
+        The database decides whose turn it is (runs are created under the thread's row lock, so
+        their order is the order of the messages); a local run ending wakes the waiters at once,
+        and a short poll covers runs on other workers.
+        """
         while True:
+            changed = self._thread_changed.setdefault(handle.thread_id, asyncio.Event())
+            if any(h.thread_id == handle.thread_id and h.order < handle.order and not h.done
+                   for h in self.handles.values()):
+                await changed.wait()  # an earlier run of this thread runs here: no query needed
+                continue
             async with self.sessionmaker() as session, session.begin():
                 await set_tenant(session, handle.tenant_id)
                 earlier = (await session.execute(text(
@@ -138,7 +153,8 @@ class RunManager:
                     {"run": handle.run_id})).first()
             if earlier is None:
                 return
-            await asyncio.sleep(0.1)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout=0.25)
 
     def request_local_stop(self, run_id: uuid.UUID) -> bool:
         """Stop a run of this worker at once; False when it runs elsewhere (or not at all)."""

