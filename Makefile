@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+JS_STAMP := tests/js/node_modules/.installed-stamp
 
 .PHONY: install run test lint bench clean
 
@@ -14,10 +15,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The AI SDK's own stream parser, used by one test to read our stream as a React app would.
+$(JS_STAMP): tests/js/package.json tests/js/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd tests/js && npm ci --silent --no-audit --no-fund && touch node_modules/.installed-stamp; \
+	else echo "npm not found: the AI SDK stream test will be skipped"; fi
+
 run: install
 	$(BIN)/chatbranch run
 
-test: install
+test: install $(JS_STAMP)
 	$(BIN)/python -m pytest -rs
 
 lint: install

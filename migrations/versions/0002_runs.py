@@ -82,8 +82,12 @@ BEGIN
       AND heartbeat_at < now() - make_interval(secs => GREATEST(stale_after_seconds, 1))
     RETURNING id, tenant_id, thread_id, assistant_message_id, user_id, last_event_seq
   LOOP
-    UPDATE workflow_chat_messages SET status = 'interrupted'
-    WHERE id = r.assistant_message_id AND status = 'streaming';
+    -- The text so far survives in the run's stored stream parts.
+    UPDATE workflow_chat_messages m SET status = 'interrupted',
+      content = COALESCE(NULLIF(m.content, ''), (
+        SELECT string_agg(e.part->>'delta', '' ORDER BY e.seq) FROM run_events e
+        WHERE e.run_id = r.id AND e.part->>'type' = 'text-delta'), '')
+    WHERE m.id = r.assistant_message_id AND m.status = 'streaming';
     INSERT INTO usage_ledger (tenant_id, user_id, customer_id, execution_id, workflow_key, step_id,
                               branch_type, thread_id, message_id, call_kind, provider, model,
                               usage_source, status)
