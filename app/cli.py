@@ -120,10 +120,14 @@ def validate(
     from app.workflows.validation import format_report, validate_workflow_text
 
     paths = files or sorted((SEEDS_DIR / "workflows").glob("*.json"))
-    branch_rows = _load_json(branches or SEEDS_DIR / "chat_branches.json", [])
-    saved_ids = {
-        a.get("actionId") for a in _load_json(saved_actions or SEEDS_DIR / "saved_actions.json", [])
-    }
+    branch_file = _load_json(branches or SEEDS_DIR / "chat_branches.json", [])
+    # A branches file is a list, or {"branches": [...], "savedActionIds": [...]}.
+    branch_rows = branch_file.get("branches", []) if isinstance(branch_file, dict) else branch_file
+    saved_ids = {a.get("actionId") for a in
+                 _load_json(saved_actions or SEEDS_DIR / "saved_actions.json", [])
+                 if isinstance(a, dict)}
+    if isinstance(branch_file, dict) and "savedActionIds" in branch_file:
+        saved_ids = set(branch_file["savedActionIds"])
     reports = []
     for path in paths:
         raw = path.read_text(errors="replace") if path.exists() else ""

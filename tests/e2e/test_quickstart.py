@@ -88,7 +88,23 @@ def test_token_for_unknown_user_fails_clearly(served) -> None:
     assert out.returncode != 0 and out.stdout == "" and "no user" in out.stderr
 
 
-def test_embedded_database_is_reused_and_stopped_on_exit(served) -> None:
+def test_embedded_database_lives_in_the_data_folder(served) -> None:
     _, _, data = served
     assert (data / "pgdata" / "PG_VERSION").exists()
     assert (data / "jwt-secret").exists()
+
+
+def test_readme_walkthrough_runs_with_no_provider_key(served) -> None:
+    base, env, _ = served
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- walkthrough:start -->", 1)[1].split("<!-- walkthrough:end -->")[0]
+    script = block.split("```bash", 1)[1].rsplit("```", 1)[0]
+    clean_env = {k: v for k, v in env.items()
+                 if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
+    out = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=ROOT,
+                         env={**clean_env, "BASE": base}, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert "data: [DONE]" in out.stdout
+    assert '"type":"finish","finishReason":"stop"' in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "critical-emergency-resolution"

@@ -1,0 +1,6 @@
+"""`make bench`: the benchmark harness is not written yet (tracked as its own issue)."""
+
+import sys
+
+print("bench: the benchmark harness is not implemented yet; see the benchmarks issue", file=sys.stderr)
+sys.exit(2)
