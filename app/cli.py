@@ -123,7 +123,7 @@ def validate(
     branch_file = _load_json(branches or SEEDS_DIR / "chat_branches.json", [])
     # A branches file is a list, or {"branches": [...], "savedActionIds": [...]}.
     branch_rows = branch_file.get("branches", []) if isinstance(branch_file, dict) else branch_file
-    saved_ids = {a.get("actionId") for a in
+    saved_ids = {str(a.get("actionId")) for a in
                  _load_json(saved_actions or SEEDS_DIR / "saved_actions.json", [])
                  if isinstance(a, dict)}
     if isinstance(branch_file, dict) and "savedActionIds" in branch_file:

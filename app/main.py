@@ -45,7 +45,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         owns_database = database is None
-        db = database or await asyncio.to_thread(resolve_database, settings)
+        db = database if database is not None else await asyncio.to_thread(
+            resolve_database, settings)
         engine = create_engine(
             db.app_url,
             pool_size=settings.pool_size,

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Table, text
+from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -100,7 +100,7 @@ def parse_document(path: Path) -> dict[str, Any]:
 
 async def _upsert(
     conn: AsyncConnection,
-    table: Table,
+    table: Any,
     rows: list[dict[str, Any]],
     conflict: dict[str, Any],
     update: list[str],
@@ -109,15 +109,15 @@ async def _upsert(
     """Insert rows; on conflict update only when a listed column really differs."""
     if not rows:
         return []
-    stmt = insert(table).values(rows)
+    insert_rows = insert(table).values(rows)
     changed = None
     for col in update:
-        cond = table.c[col].is_distinct_from(stmt.excluded[col])
+        cond = table.c[col].is_distinct_from(insert_rows.excluded[col])
         changed = cond if changed is None else changed | cond
-    stmt = stmt.on_conflict_do_update(
-        **conflict, set_={c: stmt.excluded[c] for c in update}, where=changed
+    upsert = insert_rows.on_conflict_do_update(
+        **conflict, set_={c: insert_rows.excluded[c] for c in update}, where=changed
     ).returning(table.c[returning])
-    return list((await conn.execute(stmt)).scalars())
+    return list((await conn.execute(upsert)).scalars())
 
 
 async def seed(conn: AsyncConnection, data: SeedData, today: date | None = None) -> SeedReport:
@@ -262,7 +262,7 @@ async def _seed_tenant(
             )
         ),
     )
-    user_ids = dict(
+    user_ids: dict[str, Any] = dict(
         (
             await conn.execute(
                 text("SELECT email, id FROM users WHERE tenant_id = :t"), {"t": tenant_id}

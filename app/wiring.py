@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from app.chat.executor import ReplyExecutor
@@ -17,27 +18,27 @@ from tools.base import ToolRegistry
 
 def provider_configs(settings: Settings) -> dict[str, ProviderConfig]:
     """Explicit timeouts and retries for every provider (never the SDK defaults)."""
-    common = {"connect_timeout": settings.provider_connect_timeout_s,
-              "read_timeout": settings.provider_read_timeout_s,
-              "total_timeout": settings.provider_total_timeout_s,
-              "max_retries": settings.provider_max_retries}
+    common = ProviderConfig(connect_timeout=settings.provider_connect_timeout_s,
+                            read_timeout=settings.provider_read_timeout_s,
+                            total_timeout=settings.provider_total_timeout_s,
+                            max_retries=settings.provider_max_retries)
     return {
-        "openai": ProviderConfig(api_key=settings.openai_api_key,
-                                 base_url=settings.openai_base_url, **common),
-        "anthropic": ProviderConfig(api_key=settings.anthropic_api_key,
-                                    base_url=settings.anthropic_base_url, **common),
-        "local": ProviderConfig(token_delay_s=settings.local_token_delay_ms / 1000, **common),
+        "openai": replace(common, api_key=settings.openai_api_key,
+                          base_url=settings.openai_base_url),
+        "anthropic": replace(common, api_key=settings.anthropic_api_key,
+                             base_url=settings.anthropic_base_url),
+        "local": replace(common, token_delay_s=settings.local_token_delay_ms / 1000),
     }
 
 
 def build_tools(state: Any) -> ToolRegistry:
     """The LLM-callable tools (each module under tools/ registers its own)."""
     registry = ToolRegistry()
-    try:
-        from tools import register_all
-    except ImportError:
-        return registry
-    register_all(registry)
+    import tools
+
+    register_all = getattr(tools, "register_all", None)
+    if register_all is not None:
+        register_all(registry)
     return registry
 
 

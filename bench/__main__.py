@@ -2,5 +2,6 @@
 
 import sys
 
-print("bench: the benchmark harness is not implemented yet; see the benchmarks issue", file=sys.stderr)
+print("bench: the benchmark harness is not written yet (see the benchmarks issue)",
+      file=sys.stderr)
 sys.exit(2)

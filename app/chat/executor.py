@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.chat import stream as parts
 from app.chat.history import build_messages
@@ -124,7 +123,8 @@ class ReplyExecutor:
                     reply.status = "stopped"
                     break
         except asyncio.CancelledError:
-            reply.status, reply.error = "interrupted", "the server stopped before the reply finished"
+            reply.status = "interrupted"
+            reply.error = "the server stopped before the reply finished"
             if current is not None:
                 await asyncio.shield(self._record(who, provider_name_of(context), current,
                                                   "interrupted", reply))
@@ -149,7 +149,8 @@ class ReplyExecutor:
             thread = await session.get(Thread, run.thread_id)
             context = (await session.scalars(
                 select(LlmContext).where(LlmContext.thread_id == run.thread_id))).one()
-            assert thread is not None and run.assistant_message_id is not None
+            assert thread is not None
+            assert run.assistant_message_id is not None
             execution = (await session.get(Execution, thread.workflow_execution_id)
                          if thread.workflow_execution_id else None)
             history = await build_messages(session, thread, context, run,

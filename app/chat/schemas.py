@@ -43,8 +43,8 @@ def message_text(body: PostMessage) -> str:
 def _ui_message_text(message: dict[str, Any]) -> str | None:
     parts = message.get("parts")
     if isinstance(parts, list):
-        texts = [p.get("text", "") for p in parts
-                 if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)]
+        texts = [p["text"] for p in parts if isinstance(p, dict)
+                 and p.get("type") == "text" and isinstance(p.get("text"), str)]
         return "".join(texts)
     content = message.get("content")
     return content if isinstance(content, str) else None

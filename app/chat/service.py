@@ -94,15 +94,17 @@ async def _claim_idempotency_key(session: AsyncSession, principal: Principal, ke
     if inserted is not None:
         return None
     earlier = (await session.execute(text(
-        "SELECT scope, request_hash, run_id FROM idempotency_keys WHERE tenant_id = :t AND key = :k"),
+        "SELECT scope, request_hash, run_id FROM idempotency_keys"
+        " WHERE tenant_id = :t AND key = :k"),
         {"t": principal.tenant_id, "k": key})).one()
     if earlier.scope != scope or earlier.request_hash != fingerprint or earlier.run_id is None:
         raise Conflict("this Idempotency-Key was already used for a different request")
     run = await session.get(Run, earlier.run_id)
-    assert run is not None and run.user_message_id and run.assistant_message_id
+    assert run is not None
     user_message = await session.get(Message, run.user_message_id)
     assistant = await session.get(Message, run.assistant_message_id)
-    assert user_message is not None and assistant is not None
+    if user_message is None or assistant is None:
+        raise Conflict("the request behind this Idempotency-Key no longer exists")
     return PostedMessage(run, user_message, assistant, created=False)
 
 
@@ -189,7 +191,8 @@ async def reply_payload(session: AsyncSession, run: Run) -> dict[str, Any]:
     """The JSON answer to a posted message once its reply is final."""
     user_message = await session.get(Message, run.user_message_id)
     assistant = await session.get(Message, run.assistant_message_id)
-    assert user_message is not None and assistant is not None
+    assert user_message is not None
+    assert assistant is not None
     await session.refresh(assistant)
     calls = (await session.scalars(select(ToolCallRecord)
                                    .where(ToolCallRecord.message_id == assistant.id)

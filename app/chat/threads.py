@@ -1,4 +1,4 @@
-"""Open a thread with its LLM context: model settings resolved branch → workflow → tenant → service."""
+"""Open a thread and its LLM context; model settings: branch, then workflow, tenant, service."""
 
 from __future__ import annotations
 

@@ -47,4 +47,5 @@ def execute_script(sql: str) -> None:
     from sqlalchemy.util import await_only
 
     driver_connection = op.get_bind().connection.driver_connection
+    assert driver_connection is not None
     await_only(driver_connection.execute(sql))

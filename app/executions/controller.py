@@ -98,7 +98,6 @@ class ExecutionController(Controller):
             raise BadRequest("the text is empty")
         if len(text) > MAX_MESSAGE_CHARS:
             raise BadRequest(f"a message may have at most {MAX_MESSAGE_CHARS} characters")
-        service = request.app.state.executions
         thread_id = await _off_script_thread(request, principal, execution_id, text)
         if isinstance(thread_id, dict):
             return Response(thread_id["body"], status_code=thread_id["status"])
@@ -115,13 +114,14 @@ class ExecutionController(Controller):
 async def _off_script_thread(request: Request[Any, Any, Any], principal: Any,
                              execution_id: str, text: str) -> Any:
     """Route free text: a branch's prompt, else the step's open (or a new) off-script thread."""
-    from app.chat.models import Thread
     from sqlalchemy import select
+
+    from app.chat.models import Thread
 
     service = request.app.state.executions
     async with tenant_transaction(request.app.state.sessionmaker, principal.tenant_id,
                                   principal.user_id) as session:
-        execution, workflow = await service._load(session, execution_id)
+        execution, _ = await service._load(session, execution_id)
         branch = await service.match_free_text(session, principal, execution, text)
         if branch is None:
             open_thread = (await session.scalars(

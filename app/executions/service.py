@@ -168,7 +168,8 @@ class ExecutionService:
                 if branch.next_step_id:
                     analysis = await self._move(session, principal, workflow, execution,
                                                 branch.next_step_id)
-                body = {"type": "fixed", "responseText": text, "nextStepId": branch.next_step_id}
+                body: dict[str, Any] = {"type": "fixed", "responseText": text,
+                                        "nextStepId": branch.next_step_id}
                 status = 200
             elif branch.branch_type == "saved_action":
                 body, analysis = await apply_saved_action(self, session, principal, workflow,

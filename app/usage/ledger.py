@@ -75,9 +75,14 @@ async def record_call(session: AsyncSession, prices: PriceBook, who: CallAttribu
 def usage_part(rows: list[LedgerRow]) -> dict[str, Any]:
     """The `data-usage` payload for a reply: its provider calls summed, with their provenance."""
     sources = {r.usage_source for r in rows}
-    source = ("provider" if sources == {"provider"} else "estimated"
-              if "estimated" in sources or ("provider" in sources and len(sources) > 1)
-              else "unavailable" if sources else "unavailable")
+    # The reply's provenance is its weakest part: all provider-reported is "provider"; any
+    # estimate (or a mix) is "estimated"; nothing known at all is "unavailable".
+    if sources == {"provider"}:
+        source = "provider"
+    elif "estimated" in sources or len(sources) > 1:
+        source = "estimated"
+    else:
+        source = "unavailable"
     prompt = sum(r.input_tokens for r in rows)
     completion = sum(r.output_tokens for r in rows)
     return {

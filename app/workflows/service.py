@@ -62,7 +62,7 @@ async def _validate(session: AsyncSession, workflow_id: str, config: dict[str, A
     )
     if not report.ok:
         failed = [{"check": c.name, "errors": c.errors} for c in report.checks if not c.passed]
-        names = ", ".join(f["check"] for f in failed)
+        names = ", ".join(c.name for c in report.checks if not c.passed)
         raise Unprocessable(f"workflow config failed validation: {names}", errors=failed)
 
 

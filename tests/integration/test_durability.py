@@ -37,8 +37,8 @@ async def cut_once(base: str, headers: dict, thread: str, content: str, read_eve
             await client.post(f"/api/threads/{thread}/stop", headers=headers)
 
 
-async def wait_until_settled(owner_engine, threads: list[str], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_until_settled(owner_engine, threads: list[str], within_s: float = 90) -> None:
+    deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         async with owner_engine.connect() as conn:
             busy = (await conn.execute(text(

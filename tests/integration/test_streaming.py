@@ -7,8 +7,15 @@ import time
 
 import pytest
 
-from tests.fakes import AbortReply, ErrorReply, FakeToolCall, FakeUsage, StallReply, text_reply
-from tests.fakes import tool_call_reply
+from tests.fakes import (
+    AbortReply,
+    ErrorReply,
+    FakeToolCall,
+    FakeUsage,
+    StallReply,
+    text_reply,
+    tool_call_reply,
+)
 from tests.integration.conftest import assert_token_invariants, thread_rows
 from tests.live import read_stream
 
