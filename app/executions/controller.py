@@ -103,6 +103,16 @@ class ExecutionController(Controller):
             return Response(thread_id["body"], status_code=thread_id["status"])
         return await post_and_answer(request, principal, thread_id, text)
 
+    @post("/{execution_id:str}/advance", status_code=200)
+    async def advance(self, request: Request[Any, Any, Any], principal: CurrentUser,
+                      execution_id: FromPath[str]) -> Any:
+        """Follow the current step's routing (the route its analysis matched, else default)."""
+        service = request.app.state.executions
+        body, replayed = await idempotent(
+            request, principal, f"execution:{execution_id}:advance", "",
+            lambda: service.advance(principal, execution_id))
+        return Response(body, status_code=200)
+
     @post("/{execution_id:str}/approve", guards=[requires_role("manager", "admin")],
           status_code=200)
     async def approve(self, request: Request[Any, Any, Any], principal: CurrentUser,

@@ -217,6 +217,30 @@ class ExecutionService:
         return await open_llm_thread(self, session, principal, workflow, execution, step, branch,
                                      context, (tenant.settings or {}).get("llm") if tenant else {})
 
+    async def advance(self, principal: Principal, execution_id: str) -> dict[str, Any]:
+        """Leave the step by its routing: the route its analysis matched, else the default."""
+        analysis = None
+        async with tenant_transaction(self.s.sessionmaker, principal.tenant_id,
+                                      principal.user_id) as session:
+            execution, workflow = await self._load(session, execution_id, lock=True)
+            if execution.status in ("completed", "cancelled"):
+                raise Conflict(f"the execution is {execution.status}")
+            step = find_step(workflow.config, execution.current_step_id) or {}
+            if needs_approval(step, execution):
+                raise Conflict("this step needs a manager's approval before moving on")
+            routing = (execution.state or {}).get("routing") or await evaluate_routing(
+                self.s.templates, step, await self._context(session, execution))
+            target = (routing or {}).get("nextStep")
+            if not target:
+                execution.status, execution.completed_at = "completed", datetime.now(UTC)
+            else:
+                if execution.status == "snoozed":
+                    execution.status, execution.snoozed_until = "active", None
+                analysis = await self._move(session, principal, workflow, execution, str(target))
+            key = execution.id
+        await self._finish_analysis(principal, key, analysis)
+        return await self.view(principal, key)
+
     async def approve(self, principal: Principal, execution_id: str) -> dict[str, Any]:
         """A manager approves the current approval step."""
         async with tenant_transaction(self.s.sessionmaker, principal.tenant_id,

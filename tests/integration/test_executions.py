@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from sqlalchemy import text
 
 
@@ -113,3 +115,161 @@ async def test_llm_branch_opens_a_thread_and_answers_with_recorded_usage(client,
     done = await client.post(f"/api/threads/{thread['id']}/complete", headers=auth())
     assert done.status_code == 200, done.text
     assert done.json()["execution"]["currentStepId"] == branch["returnToStep"]
+
+
+async def test_advance_follows_the_route_the_analysis_matched(client, auth):
+    view = await start(client, auth, "critical")
+    expected = view["execution"]["routing"]["nextStep"]
+    moved = await client.post(f"/api/executions/{view['execution']['id']}/advance",
+                              headers=auth())
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["execution"]["currentStepId"] == expected
+
+
+async def test_skip_follows_the_steps_routing(client, auth):
+    view = await start(client, auth, "critical")
+    execution_id = view["execution"]["id"]
+    moved = await client.post(f"/api/executions/{execution_id}/branches/prepare-escalation-brief",
+                              headers=auth())
+    at_escalation = (await client.get(f"/api/executions/{execution_id}", headers=auth())).json()
+    assert at_escalation["execution"]["currentStepId"] == "critical-escalation", moved.text
+    skip = next(b for b in at_escalation["branches"] if b["savedActionId"] == "skip-step")
+    response = await client.post(f"/api/executions/{execution_id}/branches/{skip['branchId']}",
+                                 headers=auth())
+    assert response.status_code == 200, response.text
+    routed = at_escalation["execution"]["routing"]["nextStep"]
+    assert response.json()["execution"]["currentStepId"] == routed
+
+
+async def test_approval_step_blocks_moving_on_until_a_manager_approves(client, auth):
+    view = await start(client, auth, "emergency")
+    execution_id = view["execution"]["id"]
+    onward = next(b for b in view["branches"] if b["branchType"] == "fixed" and b["nextStepId"])
+    moved = await client.post(f"/api/executions/{execution_id}/branches/{onward['branchId']}",
+                              headers=auth())
+    assert moved.status_code == 200, moved.text
+    at_approval = moved.json()["execution"]
+    assert at_approval["currentStepId"] == "emergency-team-escalation"
+    assert at_approval["status"] == "awaiting_approval"
+    step_view = (await client.get(f"/api/executions/{execution_id}", headers=auth())).json()
+    proceed = next(b for b in step_view["branches"] if b["branchType"] == "fixed"
+                   and b["nextStepId"] not in (None, "emergency-team-escalation"))
+    refused = await client.post(f"/api/executions/{execution_id}/branches/{proceed['branchId']}",
+                                headers=auth())
+    assert refused.status_code == 409 and "approval" in refused.json()["detail"]
+    assert (await client.post(f"/api/executions/{execution_id}/approve",
+                              headers=auth())).status_code == 403
+    approved = await client.post(f"/api/executions/{execution_id}/approve",
+                                 headers=auth("manager@demo.example"))
+    assert approved.status_code == 200
+    assert approved.json()["execution"]["status"] == "active"
+    allowed = await client.post(f"/api/executions/{execution_id}/branches/{proceed['branchId']}",
+                                headers=auth())
+    assert allowed.status_code == 200, allowed.text
+
+
+async def test_free_text_matching_a_prompt_takes_that_branch(client, auth):
+    view = await start(client, auth, "critical")
+    execution_id = view["execution"]["id"]
+    fixed = next(b for b in view["branches"] if b["branchType"] == "fixed")
+    shouted = fixed["userPrompts"][0].upper() + "!!!"
+    response = await client.post(f"/api/executions/{execution_id}/chat", headers=auth(),
+                                 json={"text": shouted})
+    assert response.status_code == 200, response.text
+    assert response.json()["type"] == "fixed"
+    assert response.json()["execution"]["currentStepId"] == fixed["nextStepId"]
+
+
+async def test_free_text_off_script_opens_and_then_continues_one_thread(client, auth):
+    view = await start(client, auth, "critical")
+    execution_id = view["execution"]["id"]
+    first = await client.post(f"/api/executions/{execution_id}/chat", headers=auth(),
+                              json={"text": "How engaged is the champion lately?"})
+    assert first.status_code == 200, first.text
+    second = await client.post(f"/api/executions/{execution_id}/chat", headers=auth(),
+                               json={"text": "And what about legal?"})
+    assert second.status_code == 200, second.text
+    assert first.json()["assistantMessage"]["content"]
+    assert second.json()["userMessage"]["sequenceNumber"] == 3
+
+
+async def test_abandon_closes_the_thread_and_keeps_the_step(client, auth):
+    view = await start(client, auth, "critical")
+    execution_id = view["execution"]["id"]
+    branch = next(b for b in view["branches"] if b["branchType"] == "rag")
+    thread = (await client.post(f"/api/executions/{execution_id}/branches/{branch['branchId']}",
+                                headers=auth())).json()["thread"]
+    abandoned = await client.post(f"/api/threads/{thread['id']}/abandon", headers=auth())
+    assert abandoned.status_code == 200
+    assert abandoned.json()["thread"]["status"] == "abandoned"
+    assert abandoned.json()["execution"]["currentStepId"] == view["execution"]["currentStepId"]
+    refused = await client.post(f"/api/threads/{thread['id']}/messages", headers=auth(),
+                                json={"content": "still there?"})
+    assert refused.status_code == 409
+
+
+async def test_branch_idempotency_key_acts_once(client, auth, owner_engine):
+    view = await start(client, auth, "critical")
+    execution_id = view["execution"]["id"]
+    headers = {**auth(), "idempotency-key": f"esc-{execution_id}"}
+    branch = next(b for b in view["branches"] if b["savedActionId"] == "escalate")
+    url = f"/api/executions/{execution_id}/branches/{branch['branchId']}"
+    first = await client.post(url, headers=headers)
+    second = await client.post(url, headers=headers)
+    assert first.status_code == 200 and second.status_code == 200
+    assert first.json() == second.json()
+    after = (await client.get(f"/api/executions/{execution_id}", headers=auth())).json()
+    assert len(after["execution"]["escalations"]) == 1
+
+
+async def test_other_tenants_execution_and_thread_answer_404(client, auth):
+    view = await start(client, auth, "critical")
+    execution_id = view["execution"]["id"]
+    other = auth("csm@other.example")
+    assert (await client.get(f"/api/executions/{execution_id}", headers=other)).status_code == 404
+    branch = next(b for b in view["branches"] if b["branchType"] == "llm")
+    thread = (await client.post(f"/api/executions/{execution_id}/branches/{branch['branchId']}",
+                                headers=auth())).json()["thread"]
+    for method, path in (("GET", f"/api/threads/{thread['id']}"),
+                         ("POST", f"/api/threads/{thread['id']}/stop"),
+                         ("POST", f"/api/threads/{thread['id']}/complete"),
+                         ("POST", f"/api/executions/{execution_id}/branches/x")):
+        response = await client.request(method, path, headers=other)
+        assert response.status_code == 404, (path, response.text)
+    posted = await client.post(f"/api/threads/{thread['id']}/messages", headers=other,
+                               json={"content": "let me in"})
+    assert posted.status_code == 404
+
+
+@pytest.mark.parametrize("body", [{}, {"content": ""}, {"content": "   "}, {"messages": []},
+                                  {"content": "x" * 40_000}])
+async def test_bad_message_bodies_are_refused_and_write_nothing(client, auth, owner_engine, body):
+    view = await start(client, auth, "critical")
+    branch = next(b for b in view["branches"] if b["branchType"] == "llm")
+    thread = (await client.post(
+        f"/api/executions/{view['execution']['id']}/branches/{branch['branchId']}",
+        headers=auth())).json()["thread"]
+    response = await client.post(f"/api/threads/{thread['id']}/messages", headers=auth(),
+                                 json=body)
+    assert response.status_code in (400, 413)
+    async with owner_engine.connect() as conn:
+        count = (await conn.execute(text(
+            "SELECT count(*) FROM workflow_chat_messages WHERE thread_id = :t"),
+            {"t": thread["id"]})).scalar_one()
+    assert count == 0
+
+
+async def test_ai_sdk_transport_body_is_accepted(client, auth):
+    view = await start(client, auth, "critical")
+    branch = next(b for b in view["branches"] if b["branchType"] == "llm")
+    thread = (await client.post(
+        f"/api/executions/{view['execution']['id']}/branches/{branch['branchId']}",
+        headers=auth())).json()["thread"]
+    body = {"id": thread["id"], "trigger": "submit-message", "messages": [
+        {"id": "m1", "role": "user", "parts": [{"type": "text", "text": "First question"}]},
+        {"id": "m2", "role": "assistant", "parts": [{"type": "text", "text": "An answer"}]},
+        {"id": "m3", "role": "user", "parts": [{"type": "text", "text": "Second question"}]}]}
+    response = await client.post(f"/api/threads/{thread['id']}/messages", headers=auth(),
+                                 json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["userMessage"]["content"] == "Second question"
