@@ -204,6 +204,33 @@ def users() -> None:
 
 
 @cli.command()
+def tool(name: str = typer.Argument(None, help="Tool name (see --list)"),
+         as_email: str = typer.Option(None, "--as", help="Run as this user (tenant scope)"),
+         input_json: str = typer.Option("{}", "--input", help="The tool input as JSON"),
+         customer: str = typer.Option(None, help="The customer (id or key) of the call"),
+         list_tools: bool = typer.Option(False, "--list", help="List tools and their schemas")
+         ) -> None:
+    """Run one LLM tool exactly as a model's call would (same sandbox, same tenant scoping)."""
+    from app.tool_runner import describe_tools, run_tool
+
+    if list_tools:
+        print(json.dumps(describe_tools(_settings()), indent=2))
+        return
+    if not name or not as_email:
+        console.print("[red]give a tool NAME and --as EMAIL (or --list)[/red]")
+        raise typer.Exit(2)
+    try:
+        arguments = json.loads(input_json)
+    except ValueError as exc:
+        print(json.dumps({"error": f"--input is not JSON: {exc}"}))
+        raise typer.Exit(2) from exc
+    outcome = asyncio.run(run_tool(_settings(), name, as_email, arguments, customer))
+    print(json.dumps(outcome, indent=2, default=str))
+    if "error" in outcome:
+        raise typer.Exit(1)
+
+
+@cli.command()
 def run(
     workers: int = typer.Option(1, help="Worker processes"),
     host: str = typer.Option(None),

@@ -42,11 +42,16 @@ def build_tools(state: Any) -> ToolRegistry:
     return registry
 
 
+def attach_tool_services(state: Any, settings: Settings) -> None:
+    """What tools need on the state they are given: the registry (and the services they use)."""
+    state.tools = getattr(state, "tools", None) or build_tools(state)
+
+
 def wire_services(state: Any, settings: Settings) -> None:
     """Attach providers, tools, the run manager, the reply executor and executions to state."""
     state.providers = getattr(state, "providers", None) or ProviderRegistry(
         provider_configs(settings))
-    state.tools = getattr(state, "tools", None) or build_tools(state)
+    attach_tool_services(state, settings)
     state.prices = default_price_book()
     state.run_manager = RunManager(state.engine, state.sessionmaker,
                                    flush_interval_s=settings.run_flush_interval_s,

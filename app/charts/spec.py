@@ -31,8 +31,10 @@ DATA_SHAPES = (
 )
 
 # Strings that a renderer or a browser could treat as a link or a resource to load.
-_URL_LIKE = re.compile(r"^\s*(?:[a-z][a-z0-9+.\-]*:\s*//|(?:data|javascript|vbscript|blob|file)\s*:)",
-                       re.IGNORECASE)
+_URL_LIKE = re.compile(
+    r"^\s*(?://|[a-z][a-z0-9+.\-]*:\s*//|(?:data|javascript|vbscript|blob|file):(?!\s))",
+    re.IGNORECASE,
+)
 # Spec keys through which Vega-Lite loads or links to something outside the spec.
 _LINKING_KEYS = frozenset({"url", "href", "image", "src", "loader", "baseURL"})
 _WHITESPACE = re.compile(r"\s+")
@@ -130,7 +132,8 @@ def normalise_points(data: Any) -> list[dict[str, Any]]:
     series = {row["series"] for row in rows if "series" in row}
     if len(series) > MAX_SERIES:
         raise ChartInputError(f"data has {len(series)} series; the limit is {MAX_SERIES}")
-    if series and len(series) < len({*series, *(None for r in rows if "series" not in r)}):
+    named = sum("series" in row for row in rows)
+    if 0 < named < len(rows):
         raise ChartInputError("either every point names its series or none does")
     if not _all_numeric(rows):
         # One axis holds one kind of value: mixed numbers and names become names.
@@ -240,8 +243,10 @@ def _pair(labels: list[Any], values: list[Any], i: int, label_key: str,
 
 
 def _label(value: Any, name: str) -> str | int | float:
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if _is_number(value):
         return _number(value, name)
+    if not isinstance(value, str):
+        raise ChartInputError(f"{name} must be text or a number; got {_kind(value)}")
     return clean_text(value, name, MAX_LABEL_CHARS)
 
 
@@ -330,7 +335,9 @@ def _spec(chart_type: ChartType, title: str, points: list[dict[str, Any]], x_lab
     if numeric_x:
         x.update(type="quantitative", scale={"zero": False})
     else:
-        x.update(type="ordinal", sort=None, axis={"labelAngle": -40, "labelLimit": 160})
+        short = len(points) <= 12 and all(len(str(p["label"])) <= 8 for p in points)
+        x.update(type="ordinal", sort=None,
+                 axis={"labelAngle": 0 if short else -40, "labelLimit": 160})
     encoding: dict[str, Any] = {
         "x": x,
         "y": {"field": "value", "type": "quantitative", "title": y_label or None},
