@@ -25,8 +25,9 @@ from app.executions.models import Execution
 from app.llm.base import ChatMessage, ChatRequest, Finish, TextDelta, ToolCall, ToolCallReady, Usage
 from app.llm.errors import ProviderError, ProviderTimeout
 from app.llm.registry import ProviderRegistry
-from app.llm.tokens import count_text, estimate_usage
+from app.llm.tokens import count_message, count_text, count_tools, estimate_usage
 from app.settings import Settings
+from app.usage.breakdown import scale_to_reported
 from app.usage.ledger import CallAttribution, record_call, usage_part
 from app.usage.models import LedgerRow
 from app.usage.pricing import PriceBook
@@ -39,6 +40,7 @@ class Round:
 
     request: ChatRequest
     number: int
+    segments: dict[str, int] = field(default_factory=dict)
     text: list[str] = field(default_factory=list)
     calls: list[ToolCall] = field(default_factory=list)
     usage: Usage | None = None
@@ -92,13 +94,15 @@ class ReplyExecutor:
             tool_specs = self.tools.specs(list(context.tools_available or []))
             provider = self.providers.get(context.model_used or self.settings.default_model)
             calls_made = 0
+            segments = dict(history.segments)
             for round_no in range(self.settings.max_tool_rounds + 1):
                 offer = tool_specs if (round_no < self.settings.max_tool_rounds
                                        and calls_made < self.settings.max_tool_calls) else []
                 current = Round(ChatRequest(
                     model=context.model_used or self.settings.default_model,
                     messages=list(messages), tools=offer, temperature=context.temperature,
-                    max_tokens=context.max_tokens, context=context.context_data), round_no)
+                    max_tokens=context.max_tokens, context=context.context_data), round_no,
+                    {**segments, "tools": count_tools(offer)})
                 handle.emit(parts.simple("start-step"))
                 ending = await self._provider_round(handle, provider, current)
                 await self._record(who, provider.name, current, ending, reply)
@@ -111,12 +115,16 @@ class ReplyExecutor:
                     break
                 messages.append(ChatMessage("assistant", "".join(finished_round.text),
                                             tool_calls=finished_round.calls))
+                segments["toolResults"] = segments.get("toolResults", 0) + count_message(
+                    messages[-1])
                 for call in finished_round.calls:
                     if calls_made >= self.settings.max_tool_calls:
                         break
                     output = await self._run_tool(handle, thread, who, call, reply)
                     messages.append(ChatMessage("tool", json.dumps(output, default=str),
                                                 tool_call_id=call.id, name=call.name))
+                    segment = "retrieved" if call.name == "rag_search" else "toolResults"
+                    segments[segment] = segments.get(segment, 0) + count_message(messages[-1])
                     calls_made += 1
                 handle.emit(parts.simple("finish-step"))
                 if handle.stop.is_set():
@@ -256,7 +264,8 @@ class ReplyExecutor:
                 session, self.prices, who, provider=provider, model=current.request.model,
                 usage=usage, status=status, latency_ms=int((now - current.started) * 1000),
                 ttft_ms=int((current.first_token_at - current.started) * 1000)
-                if current.first_token_at else None)
+                if current.first_token_at else None,
+                breakdown=scale_to_reported(current.segments, usage.input_tokens))
 
     async def _run_tool(self, handle: RunHandle, thread: Thread, who: CallAttribution,
                         call: ToolCall, reply: Reply) -> dict[str, Any]:

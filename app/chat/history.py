@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.chat.models import LlmContext, Message, Run, Thread
 from app.llm.base import ChatMessage
+from app.usage.breakdown import count_cached
 
 FINAL_REPLY_STATUSES = ("complete", "stopped", "interrupted", "error")
 
@@ -23,13 +24,18 @@ class History:
     messages: list[ChatMessage]
     user_message_id: uuid.UUID
     user_sequence: int
+    segments: dict[str, int]  # estimated prompt tokens by segment (see app/usage/breakdown.py)
+
+
+def context_snapshot(context: LlmContext) -> str:
+    """The customer data the model may use, with the time it was taken."""
+    snapshot = json.dumps(context.context_data, default=str, sort_keys=True)
+    return f"Customer context (as of {context.context_as_of.isoformat()}):\n{snapshot}"
 
 
 def system_prompt(context: LlmContext) -> str:
     """The stored system prompt plus the customer data snapshot it may use."""
-    snapshot = json.dumps(context.context_data, default=str, sort_keys=True)
-    return (f"{context.system_prompt}\n\nCustomer context (as of "
-            f"{context.context_as_of.isoformat()}):\n{snapshot}")
+    return f"{context.system_prompt}\n\n{context_snapshot(context)}"
 
 
 def _stored_tokens(message: Message) -> int:
@@ -62,10 +68,17 @@ async def build_messages(session: AsyncSession, thread: Thread, context: LlmCont
         kept.append(message)
         used += cost
     kept.reverse()
+    segments = {
+        "system": count_cached(context.system_prompt),
+        "context": count_cached(context_snapshot(context)),
+        "history": used - _stored_tokens(question),
+        "question": _stored_tokens(question),
+        "overhead": 3 + 4 * (len(kept) + 2),
+    }
     messages = [ChatMessage("system", system_prompt(context))]
     messages += [ChatMessage(_role(m), m.content) for m in kept]
     messages.append(ChatMessage("user", question.content))
-    return History(messages, question.id, question.sequence_number)
+    return History(messages, question.id, question.sequence_number, segments)
 
 
 def _role(message: Message) -> Any:

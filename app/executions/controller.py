@@ -108,7 +108,7 @@ class ExecutionController(Controller):
                       execution_id: FromPath[str]) -> Any:
         """Follow the current step's routing (the route its analysis matched, else default)."""
         service = request.app.state.executions
-        body, replayed = await idempotent(
+        body, _ = await idempotent(
             request, principal, f"execution:{execution_id}:advance", "",
             lambda: service.advance(principal, execution_id))
         return Response(body, status_code=200)

@@ -108,7 +108,8 @@ async def thread_rows(owner_engine, thread_id: str) -> dict[str, Any]:
             {"t": thread_id})).all()
         ledger = (await conn.execute(text(
             "SELECT message_id, input_tokens, output_tokens, cached_tokens, reasoning_tokens,"
-            " usage_source, status, provider FROM usage_ledger WHERE thread_id = :t"
+            " usage_source, status, provider, prompt_breakdown FROM usage_ledger"
+            " WHERE thread_id = :t"
             " ORDER BY created_at"), {"t": thread_id})).all()
         calls = (await conn.execute(text(
             "SELECT id, tool_name, tool_input, tool_output, success, latency_ms, message_id"
