@@ -24,7 +24,7 @@ def scale_to_reported(estimates: dict[str, int], reported: int) -> dict[str, int
     """
     total = sum(estimates.values())
     if reported <= 0 or total <= 0:
-        return {name: 0 for name in estimates}
+        return dict.fromkeys(estimates, 0)
     shares = {name: value * reported / total for name, value in estimates.items()}
     scaled = {name: int(share) for name, share in shares.items()}
     leftover = reported - sum(scaled.values())
