@@ -13,6 +13,8 @@ from app.chat.schemas import PostMessage, message_text
 from app.chat.stream import parse_event_id
 from app.db.tenancy import tenant_transaction
 from app.deps import CurrentUser
+from app.errors import TooManyRequests
+from app.usage.budgets import BudgetExceeded
 
 
 class ThreadController(Controller):
@@ -87,9 +89,19 @@ async def post_and_answer(request: Request[Any, Any, Any], principal: Any, threa
     """Shared by the thread API and an execution's free-text chat."""
     state = request.app.state
     key = request.headers.get("idempotency-key")
-    async with tenant_transaction(state.sessionmaker, principal.tenant_id,
-                                  principal.user_id) as session:
-        posted = await service.post_message(session, principal, thread_id, text, key)
+    try:
+        async with tenant_transaction(state.sessionmaker, principal.tenant_id,
+                                      principal.user_id) as session:
+            posted = await service.post_message(session, principal, thread_id, text, key,
+                                                state.prices)
+    except BudgetExceeded as exc:
+        decision = exc.decision
+        async with tenant_transaction(state.sessionmaker, principal.tenant_id) as session:
+            await service.record_refusal(session, principal, thread_id, decision)
+        raise TooManyRequests(
+            f"this turn would exceed the {decision.scope} {decision.limit_kind} budget "
+            f"({decision.used:g} used of {decision.limit:g}; this prompt ~{decision.estimate} "
+            "tokens)", errors=[decision.part()]) from exc
     if posted.created:
         state.launch_run(posted, principal)
     if wants_stream(request):

@@ -90,16 +90,19 @@ class ReplyExecutor:
                 "id": str(history.user_message_id), "sequenceNumber": history.user_sequence,
                 "assistantMessageId": str(who.message_id), "threadId": str(thread.id),
                 "runId": str(handle.run_id)}))
+            if history.budget is not None:
+                handle.emit(parts.data("budget", history.budget))
             messages = history.messages
             tool_specs = self.tools.specs(list(context.tools_available or []))
-            provider = self.providers.get(context.model_used or self.settings.default_model)
+            model = history.model_override or context.model_used or self.settings.default_model
+            provider = self.providers.get(model)
             calls_made = 0
             segments = dict(history.segments)
             for round_no in range(self.settings.max_tool_rounds + 1):
                 offer = tool_specs if (round_no < self.settings.max_tool_rounds
                                        and calls_made < self.settings.max_tool_calls) else []
                 current = Round(ChatRequest(
-                    model=context.model_used or self.settings.default_model,
+                    model=model,
                     messages=list(messages), tools=offer, temperature=context.temperature,
                     max_tokens=context.max_tokens, context=context.context_data), round_no,
                     {**segments, "tools": count_tools(offer)})
@@ -161,8 +164,13 @@ class ReplyExecutor:
             assert run.assistant_message_id is not None
             execution = (await session.get(Execution, thread.workflow_execution_id)
                          if thread.workflow_execution_id else None)
-            history = await build_messages(session, thread, context, run,
-                                           self.settings.history_token_budget)
+            reply = await session.get(Message, run.assistant_message_id)
+            directives = (reply.metadata_ if reply else None) or {}
+            history = await build_messages(
+                session, thread, context, run,
+                int(directives.get("historyBudget", self.settings.history_token_budget)))
+            history.budget = directives.get("budget")
+            history.model_override = directives.get("modelOverride")
             who = CallAttribution(
                 tenant_id=handle.tenant_id, user_id=run.user_id, customer_id=thread.customer_id,
                 execution_id=thread.workflow_execution_id,

@@ -25,6 +25,8 @@ class History:
     user_message_id: uuid.UUID
     user_sequence: int
     segments: dict[str, int]  # estimated prompt tokens by segment (see app/usage/breakdown.py)
+    budget: dict[str, Any] | None = None  # the budget check's verdict, shown as `data-budget`
+    model_override: str | None = None  # a cheaper model chosen by the budget's degrade mode
 
 
 def context_snapshot(context: LlmContext) -> str:

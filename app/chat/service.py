@@ -11,12 +11,15 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts.models import Tenant
 from app.auth.principal import Principal
 from app.chat.models import LlmContext, Message, Run, Thread, ToolCallRecord
 from app.errors import Conflict, NotFound
 from app.llm.tokens import count_text
+from app.usage.budgets import BudgetDecision, check_budget
 from app.usage.ledger import usage_part
 from app.usage.models import LedgerRow
+from app.usage.pricing import PriceBook
 
 
 @dataclass
@@ -48,7 +51,8 @@ async def get_thread(session: AsyncSession, thread_id: str | uuid.UUID, *,
 
 
 async def post_message(session: AsyncSession, principal: Principal, thread_id: str, content: str,
-                       idempotency_key: str | None) -> PostedMessage:
+                       idempotency_key: str | None, prices: PriceBook | None = None
+                       ) -> PostedMessage:
     """Commit the user message and a queued run, in the caller's transaction."""
     fingerprint = request_hash(str(thread_id), content)
     if idempotency_key:
@@ -60,12 +64,16 @@ async def post_message(session: AsyncSession, principal: Principal, thread_id: s
     if thread.status != "active":
         raise Conflict(f"the thread is {thread.status}; open a new branch to keep talking")
     user_seq = thread.last_sequence_number + 1
+    content_tokens = count_text(content)
+    reply_metadata: dict[str, Any] = {"replyTo": user_seq}
+    if prices is not None:
+        reply_metadata.update(await _budget(session, principal, thread, content_tokens, prices))
     user_message = Message(thread_id=thread.id, role="user", content=content,
-                           tokens_used=count_text(content), sequence_number=user_seq,
+                           tokens_used=content_tokens, sequence_number=user_seq,
                            tenant_id=principal.tenant_id, status="complete")
     assistant = Message(thread_id=thread.id, role="assistant", content="",
                         sequence_number=user_seq + 1, tenant_id=principal.tenant_id,
-                        status="streaming", tokens_used=0, metadata_={"replyTo": user_seq})
+                        status="streaming", tokens_used=0, metadata_=reply_metadata)
     session.add_all([user_message, assistant])
     await session.flush()
     run = Run(tenant_id=principal.tenant_id, thread_id=thread.id, user_id=principal.user_id,
@@ -79,6 +87,38 @@ async def post_message(session: AsyncSession, principal: Principal, thread_id: s
             "UPDATE idempotency_keys SET run_id = :r WHERE tenant_id = :t AND key = :k"),
             {"r": run.id, "t": principal.tenant_id, "k": idempotency_key})
     return PostedMessage(run, user_message, assistant, created=True)
+
+
+async def _budget(session: AsyncSession, principal: Principal, thread: Thread,
+                  content_tokens: int, prices: PriceBook) -> dict[str, Any]:
+    """Apply the tenant's budgets to the next turn (raises BudgetExceeded on a hard limit)."""
+    tenant = await session.get(Tenant, principal.tenant_id)
+    budgets = ((tenant.settings if tenant else None) or {}).get("budgets") or {}
+    if not budgets:
+        return {}
+    context = (await session.scalars(
+        select(LlmContext).where(LlmContext.thread_id == thread.id))).one()
+    decision = await check_budget(session, budgets, thread, context, principal.user_id,
+                                  content_tokens, prices)
+    metadata: dict[str, Any] = {}
+    if decision.part() is not None:
+        metadata["budget"] = decision.part()
+    if decision.model:
+        metadata["modelOverride"] = decision.model
+    if decision.history_budget is not None:
+        metadata["historyBudget"] = decision.history_budget
+    return metadata
+
+
+async def record_refusal(session: AsyncSession, principal: Principal, thread_id: str,
+                         decision: BudgetDecision) -> None:
+    """The only row a refused turn writes."""
+    await session.execute(text(
+        "INSERT INTO usage_refusals (tenant_id, user_id, thread_id, scope, limit_kind,"
+        " limit_value, used, estimate) VALUES (:t, :u, :th, :s, :k, :l, :used, :e)"),
+        {"t": principal.tenant_id, "u": principal.user_id, "th": uuid.UUID(str(thread_id)),
+         "s": decision.scope, "k": decision.limit_kind, "l": decision.limit,
+         "used": decision.used, "e": decision.estimate})
 
 
 async def _claim_idempotency_key(session: AsyncSession, principal: Principal, key: str,
