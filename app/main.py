@@ -17,6 +17,8 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from app.auth.middleware import BearerAuthMiddleware
 from app.auth.tokens import TokenCodec
+from app.charts.controller import ChartController
+from app.charts.render import warm_up
 from app.chat.controller import ThreadController
 from app.context.controller import ContextController
 from app.customers.controller import CustomerController
@@ -57,6 +59,7 @@ def create_app(
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         wire_services(app.state, settings)
+        await asyncio.to_thread(warm_up)  # vl-convert's first conversion takes ~0.5 s
         await app.state.run_manager.start()
         try:
             yield
@@ -86,6 +89,7 @@ def create_app(
             SavedActionController,
             ExecutionController,
             ThreadController,
+            ChartController,
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,

@@ -28,6 +28,7 @@ class ToolContext:
     thread_id: uuid.UUID | None = None
     customer_id: uuid.UUID | None = None
     services: Any = None  # app.state: sessionmaker, settings, embedder, ...
+    tool_call_id: uuid.UUID | None = None  # the recorded workflow_llm_tool_calls row
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import xml.etree.ElementTree as ET  # noqa: S405 - parses our own renderer's output, DTDs refused
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 

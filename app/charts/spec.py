@@ -73,7 +73,7 @@ def build_chart(
     x_label: str | None = None,
     y_label: str | None = None,
 ) -> BuiltChart:
-    """Validate the input and assemble its Vega-Lite spec (not yet compiled: see `validate_spec`)."""
+    """Validate the input and assemble its Vega-Lite spec (compiled later by `validate_spec`)."""
     if chart_type not in CHART_TYPES:
         raise ChartInputError(f"type must be one of {', '.join(CHART_TYPES)}; got {chart_type!r}")
     clean_title = clean_text(title, "title", MAX_TITLE_CHARS)

@@ -289,7 +289,8 @@ class ReplyExecutor:
         outcome = await self.tools.execute(
             call.name, call.arguments,
             ToolContext(tenant_id=who.tenant_id, user_id=who.user_id, thread_id=thread.id,
-                        customer_id=thread.customer_id, services=self.services),
+                        customer_id=thread.customer_id, services=self.services,
+                        tool_call_id=record_id),
             max_output_chars=self.settings.max_tool_output_chars)
         async with self.manager.sessionmaker() as session, session.begin():
             await set_tenant(session, who.tenant_id)

@@ -41,7 +41,8 @@ def _policies() -> str:
     t = CURRENT_TENANT
     return (
         "ALTER TABLE charts ENABLE ROW LEVEL SECURITY; ALTER TABLE charts FORCE ROW LEVEL SECURITY;"
-        f"CREATE POLICY tenant_isolation ON charts USING (tenant_id = {t}) WITH CHECK (tenant_id = {t});"
+        f"CREATE POLICY tenant_isolation ON charts USING (tenant_id = {t})"
+        f" WITH CHECK (tenant_id = {t});"
     )
 
 
