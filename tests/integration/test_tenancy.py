@@ -34,6 +34,7 @@ TENANT_TABLES = [
     "knowledge_documents",
     "knowledge_chunks",
     "usage_ledger",
+    "charts",
 ]
 
 
@@ -165,6 +166,10 @@ async def other_rows(owner_engine: AsyncEngine) -> dict[str, dict[str, Any]]:
             "INSERT INTO idempotency_keys (tenant_id, key, user_id, scope, request_hash, run_id)"
             " VALUES (:t, 'other-key', :u, 'x', repeat('b', 64), :r)"),
             {"t": other, "u": ids.user_id, "r": run})
+        await conn.execute(text(
+            "INSERT INTO charts (tenant_id, thread_id, chart_type, title, data, spec, svg, png)"
+            " VALUES (:t, :th, 'bar', 'Other chart', '{}', '{}', '<svg/>',"
+            " decode('89504e47', 'hex'))"), {"t": other, "th": th})
         rows = {}
         for table in TENANT_TABLES:
             column = "id" if table == "tenants" else "tenant_id"
