@@ -217,12 +217,13 @@ def _next_tool(
 
 
 def _sql_for(question: str, context: dict[str, Any]) -> str:
-    """A SELECT over the curated views that answers the question's kind."""
+    """A SELECT over the curated views (tools/sql_guard.py) that answers the question's kind."""
     lowered = question.lower()
     customer_id = _section(context, "customer").get("id")
     where = ""
+    # Only a well-formed UUID is ever written into the SQL text.
     if _is_uuid(customer_id) and "customers" not in lowered:
-        where = f" WHERE customer_id = '{customer_id}'"
+        where = f" WHERE customer_id = '{uuid.UUID(str(customer_id))}'"
     if "seat" in lowered:
         return (
             "SELECT contract_number, plan, seats, arr, end_date "
@@ -230,6 +231,16 @@ def _sql_for(question: str, context: dict[str, Any]) -> str:
         )
     if "how many" in lowered and "customer" in lowered:
         return "SELECT count(*) AS customers, sum(arr) AS total_arr FROM customers_v"
+    if _TEAM_WORDS.search(lowered):
+        return (
+            "SELECT customer_name, role, member_name, member_email "
+            f"FROM account_teams_v{where} ORDER BY customer_name, role"
+        )
+    if _WINDOW_WORDS.search(lowered):
+        return (
+            "SELECT customer_name, renewal_date, days_until_renewal, arr, contract_status, "
+            "matching_workflow_id FROM renewals_v ORDER BY days_until_renewal LIMIT 20"
+        )
     if "customers" in lowered or ("list" in lowered and not where):
         return "SELECT name, arr, renewal_date FROM customers_v ORDER BY renewal_date LIMIT 20"
     return (
@@ -238,13 +249,17 @@ def _sql_for(question: str, context: dict[str, Any]) -> str:
     )
 
 
+_TEAM_WORDS = re.compile(r"\b(account team|team members?|account executive)\b")
+_WINDOW_WORDS = re.compile(r"\b(overdue|lapsed|renewal windows?|workflow)\b")
+
+
 def _chart_arguments(
     question: str, context: dict[str, Any], outputs: list[tuple[str, Any, dict[str, Any]]]
 ) -> dict[str, Any]:
     chart_type = "line" if _LINE_WORDS.search(question) else "bar"
     customer = _section(context, "customer").get("name") or "Portfolio"
     rows = next(
-        (o.get("rows") for n, o, _ in outputs if n == "database_query" and o.get("rows")), None
+        (_row_dicts(o) for n, o, _ in outputs if n == "database_query" and o.get("rows")), None
     )
     data: list[dict[str, Any]] = []
     metric = "ARR"
@@ -318,6 +333,14 @@ def _compose_answer(
     return text
 
 
+def _row_dicts(output: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of a table output as dicts: the tool sends `columns` plus rows as lists."""
+    columns = output.get("columns") or []
+    rows = output.get("rows") or []
+    return [dict(zip(columns, r, strict=False)) if isinstance(r, list) else r
+            for r in rows if isinstance(r, list | dict)]
+
+
 def _describe_output(name: str, output: dict[str, Any], arguments: dict[str, Any]) -> str:
     if "error" in output:
         return f"The {name} tool failed: {output['error']}."
@@ -332,7 +355,7 @@ def _describe_output(name: str, output: dict[str, Any], arguments: dict[str, Any
         found = f"{len(results)} relevant passage{'s' if len(results) > 1 else ''}"
         return f"I found {found} in the knowledge base. " + " ".join(cited)
     if name == "database_query":
-        rows = [r for r in output.get("rows") or [] if isinstance(r, dict)]
+        rows = _row_dicts(output)
         if not rows:
             return "The query returned no rows."
         shown = "; ".join(

@@ -293,3 +293,12 @@ async def test_registry_creates_each_provider_once_and_honours_registered_factor
         assert len(created) == 1
     finally:
         await registry.aclose()
+
+
+def test_table_outputs_with_list_rows_are_read_by_column_name():
+    from app.llm.local_provider import _describe_output
+
+    text = _describe_output("database_query",
+                            {"columns": ["name", "arr"], "rows": [["Acme Analytics", 185000]]},
+                            {"query": "SELECT name, arr FROM customers_v"})
+    assert "1 row" in text and "name Acme Analytics" in text and "arr 185000" in text
