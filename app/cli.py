@@ -156,6 +156,22 @@ def _peek_id(raw: str) -> str | None:
 
 
 @cli.command()
+def ingest(paths: list[Path] = typer.Argument(..., help="Markdown or text files"),
+           tenant: str = typer.Option("demo", help="Tenant slug or id"),
+           customer: str = typer.Option(None, help="Only for this customer (key or id)")) -> None:
+    """Add documents to the knowledge base (chunked, embedded, idempotent by content)."""
+    from app.knowledge.cli import IngestError, ingest_command
+
+    try:
+        summary = ingest_command(paths, tenant, customer, settings=_settings())
+    except IngestError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
+@cli.command()
 def token(email: str = typer.Option(..., "--email", help="A seeded user's e-mail")) -> None:
     """Print a bearer token for a user (the token alone on stdout)."""
     from app.auth.tokens import TokenCodec

@@ -27,6 +27,7 @@ from app.deps import DEPENDENCIES
 from app.executions.controller import ExecutionController
 from app.handler_registry import HandlerRegistry
 from app.health.controller import health
+from app.knowledge.controller import KnowledgeController
 from app.problems import EXCEPTION_HANDLERS
 from app.settings import Settings, get_settings
 from app.templates.engine import TemplateEngine
@@ -60,12 +61,15 @@ def create_app(
         app.state.sessionmaker = create_sessionmaker(engine)
         wire_services(app.state, settings)
         await asyncio.to_thread(warm_up)  # vl-convert's first conversion takes ~0.5 s
+        await app.state.embedder.warm()  # load the embedding model before the first search
         await app.state.run_manager.start()
         try:
             yield
         finally:
             await app.state.run_manager.shutdown()
             await app.state.providers.aclose()
+            if hasattr(app.state.embedder, "aclose"):
+                await app.state.embedder.aclose()
             await engine.dispose()
             if owns_database:
                 db.stop()
@@ -90,6 +94,7 @@ def create_app(
             ExecutionController,
             ThreadController,
             ChartController,
+            KnowledgeController,
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,

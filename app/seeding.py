@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -360,6 +359,11 @@ async def _seed_documents(
     documents: list[dict[str, Any]],
     report: SeedReport,
 ) -> None:
+    # Imported here: the knowledge slice pulls in the embedders, which seeding alone needs.
+    from app.knowledge.embedders import default_embedder
+    from app.knowledge.service import ingest_document
+
+    embedder = default_embedder()
     for doc in (d for d in documents if d["tenant"] == tenant["slug"]):
         customer_id = None
         if doc["customer"]:
@@ -371,30 +375,21 @@ async def _seed_documents(
             ).scalar_one_or_none()
             if customer_id is None:
                 raise SeedError(f"document {doc['source']}: unknown customer {doc['customer']}")
-        digest = hashlib.sha256(doc["content"].encode()).hexdigest()
-        inserted = (
-            (
-                await conn.execute(
-                    text(
-                        "INSERT INTO knowledge_documents (tenant_id, customer_id, title, source,"
-                        " content, content_hash) VALUES (:t, :c, :title, :source, :content, :hash)"
-                        " ON CONFLICT ON CONSTRAINT knowledge_documents_content_key"
-                        " DO NOTHING RETURNING id"
-                    ),
-                    {
-                        "t": tenant_id,
-                        "c": customer_id,
-                        "title": doc["title"],
-                        "source": doc["source"],
-                        "content": doc["content"],
-                        "hash": digest,
-                    },
-                )
-            )
-            .scalars()
-            .all()
+        # Chunked and embedded like any ingested document; the same content again (and the
+        # same embedder) writes nothing, so re-seeding stays a no-op.
+        result = await ingest_document(
+            conn,
+            embedder,
+            tenant_id=tenant_id,
+            customer_id=customer_id,
+            title=doc["title"],
+            source=doc["source"],
+            content=doc["content"],
         )
-        report.add("knowledge_documents", len(inserted))
+        if result.created:
+            report.add("knowledge_documents", 1)
+        if result.embedded:
+            report.add("knowledge_chunks", result.embedded)
 
 
 async def refresh_dates(conn: AsyncConnection, data: SeedData, today: date) -> int:

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     provider_max_retries: int = 2
     local_token_delay_ms: float = 15.0
 
+    # Knowledge search: "auto" (local model when installed, else lexical), "local", "openai",
+    # or "lexical".
+    embedder: str = "auto"
+
     # Replies: tool loop caps, history budget, durability.
     max_tool_rounds: int = 4
     max_tool_calls: int = 8

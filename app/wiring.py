@@ -9,6 +9,7 @@ from app.chat.executor import ReplyExecutor
 from app.chat.runs import RunHandle, RunManager
 from app.chat.service import PostedMessage
 from app.executions.service import ExecutionService, Services
+from app.knowledge.embedders import build_embedder
 from app.llm.base import ProviderConfig
 from app.llm.registry import ProviderRegistry
 from app.settings import Settings
@@ -43,8 +44,9 @@ def build_tools(state: Any) -> ToolRegistry:
 
 
 def attach_tool_services(state: Any, settings: Settings) -> None:
-    """What tools need on the state they are given: the registry (and the services they use)."""
+    """What tools need on the state they are given: the registry and the embedder."""
     state.tools = getattr(state, "tools", None) or build_tools(state)
+    state.embedder = getattr(state, "embedder", None) or build_embedder(settings)
 
 
 def wire_services(state: Any, settings: Settings) -> None:

@@ -32,5 +32,17 @@ async def health(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
         "status": "ok" if healthy else "degraded",
         "database": database,
         "models": {"default": state.settings.default_model},
+        "embedder": _embedder(state),
     }
     return Response(body, status_code=200 if healthy else 503)
+
+
+def _embedder(state: Any) -> dict[str, Any]:
+    """Which embedder serves knowledge search (the lexical fallback says it is one)."""
+    embedder = getattr(state, "embedder", None)
+    if embedder is None:
+        return {"name": None, "note": "no embedder on app state"}
+    describe = getattr(embedder, "describe", None)
+    if callable(describe):
+        return dict(describe())
+    return {"name": embedder.name, "model": embedder.model, "dims": embedder.dims}

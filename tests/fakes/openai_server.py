@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,11 +69,23 @@ def _call_id(index: int, given: str) -> str:
 
 
 class FakeOpenAI(ScriptedFake):
-    """`POST /v1/chat/completions`, streamed (SSE) or not, answering from the script queue."""
+    """`POST /v1/chat/completions`, streamed (SSE) or not, answering from the script queue.
+
+    Also `POST /v1/embeddings`: deterministic vectors (a text's hash picks them), with their own
+    request log and error script so that chat scripts are never consumed by embedding calls.
+    """
+
+    def __init__(self, default: Reply | None = None) -> None:
+        super().__init__(default)
+        self.embedding_requests: list[dict[str, Any]] = []
+        self.embedding_errors: list[ErrorReply] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point."""
         if scope["type"] != "http":
+            return
+        if scope["method"] == "POST" and scope["path"].endswith("/embeddings"):
+            await self._answer_embeddings(receive, send)
             return
         if scope["method"] != "POST" or not scope["path"].endswith("/chat/completions"):
             await send_json(send, 404, openai_error_body(404, f"no route {scope['path']}"))
@@ -93,6 +107,27 @@ class FakeOpenAI(ScriptedFake):
             return
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         await self._answer_streamed(receive, send, reply, model, include_usage)
+
+    async def _answer_embeddings(self, receive: Receive, send: Send) -> None:
+        body = await read_json_body(receive)
+        self.embedding_requests.append(body)
+        if self.embedding_errors:
+            error = self.embedding_errors.pop(0)
+            await send_json(send, error.status, openai_error_body(error.status, error.message))
+            return
+        inputs = body.get("input")
+        texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        dims = int(body.get("dimensions") or 1536)
+        data = [
+            {"object": "embedding", "index": i, "embedding": fake_embedding(text, dims)}
+            for i, text in enumerate(texts)
+        ]
+        # Reversed on purpose: the API does not promise order, clients must sort by index.
+        tokens = sum(len(str(text).split()) for text in texts)
+        await send_json(send, 200, {
+            "object": "list", "data": data[::-1], "model": body.get("model", "fake-embedding"),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        })
 
     @contextmanager
     def serve(self) -> Iterator[str]:
@@ -192,6 +227,14 @@ class FakeOpenAI(ScriptedFake):
             await chunk([], usage_payload(reply.usage))
         await send_bytes(send, b"data: [DONE]\n\n")
         await end_stream(send)
+
+
+def fake_embedding(text: str, dims: int) -> list[float]:
+    """A unit vector that depends only on the text (equal texts, equal vectors)."""
+    seed = int.from_bytes(hashlib.sha256(str(text).encode()).digest()[:8], "little")
+    values = [((seed >> (i % 64)) & 0xFF) / 255.0 - 0.5 + (i % 7) * 0.01 for i in range(dims)]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [v / norm for v in values]
 
 
 def _arguments_text(arguments: dict[str, Any] | str) -> str:

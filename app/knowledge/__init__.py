@@ -1,0 +1,1 @@
+"""The knowledge base: documents split into embedded chunks, searched by hybrid retrieval."""

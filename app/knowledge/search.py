@@ -1,0 +1,326 @@
+"""Hybrid retrieval: pgvector nearest neighbours and PostgreSQL full-text search, fused by RRF.
+
+Scope is always one tenant (named in SQL and enforced again by RLS) and, for a customer's
+thread, the tenant's general documents plus that customer's: never another customer's notes.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import text
+
+from app.knowledge import repository
+from app.knowledge.embedders import Embedder, lexical_terms
+from app.knowledge.repository import Executor
+
+log = logging.getLogger("chatbranch.knowledge")
+
+RRF_K = 60  # the constant of Cormack et al.; damps the weight of top ranks
+EXACT_SCAN_LIMIT = 5_000  # up to this many chunks in scope, exact search is fast and exact
+MAX_K = 20
+Mode = Literal["hybrid", "vector", "text"]
+
+
+class AllCustomers(enum.Enum):
+    """Scope marker: the tenant's general documents and every customer's (search API)."""
+
+    ALL = "all"
+
+
+ALL_CUSTOMERS = AllCustomers.ALL
+CustomerScope = uuid.UUID | None | AllCustomers
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One retrieved chunk with its document, in rank order."""
+
+    chunk_id: uuid.UUID
+    document_id: uuid.UUID
+    title: str
+    source: str
+    content: str
+    snippet: str
+    score: float
+    vector_rank: int | None = None
+    text_rank: int | None = None
+
+
+async def search_knowledge(
+    db: Executor,
+    embedder: Embedder,
+    *,
+    tenant_id: uuid.UUID,
+    query: str,
+    k: int = 5,
+    customer: CustomerScope = None,
+    mode: Mode = "hybrid",
+    exact_scan_limit: int = EXACT_SCAN_LIMIT,
+) -> list[SearchHit]:
+    """The `k` best chunks for `query`; k of them whenever k chunks exist in scope (hybrid).
+
+    `customer`: None searches the tenant's general documents only, a customer id adds that
+    customer's documents, ALL_CUSTOMERS every document of the tenant.
+    Scores: hybrid is the RRF sum (higher is better), vector the cosine similarity, text the
+    full-text rank.
+    """
+    if not 1 <= k <= MAX_K:
+        raise ValueError(f"k must be between 1 and {MAX_K}")
+    query = query.strip()
+    scope_sql, params = _scope(tenant_id, customer)
+    depth = min(200, max(4 * k, 40))
+    vector_ranks: list[tuple[uuid.UUID, float]] = []
+    text_ranks: list[tuple[uuid.UUID, float]] = []
+    if mode in ("hybrid", "vector") and query:
+        vector_ranks = await _vector_leg(
+            db, embedder, query, scope_sql, params, depth, exact_scan_limit
+        )
+    if mode in ("hybrid", "text") and query:
+        text_ranks = await _text_leg(db, query, scope_sql, params, depth)
+    if mode == "vector":
+        ranked = [(cid, 1.0 - dist) for cid, dist in vector_ranks[:k]]
+    elif mode == "text":
+        ranked = text_ranks[:k]
+    else:
+        ranked = fuse([vector_ranks, text_ranks], k)
+        if len(ranked) < k:
+            taken = [cid for cid, _ in ranked]
+            ranked += await _fill(db, scope_sql, params, taken, k - len(ranked))
+    vector_pos = {cid: i for i, (cid, _) in enumerate(vector_ranks, start=1)}
+    text_pos = {cid: i for i, (cid, _) in enumerate(text_ranks, start=1)}
+    return await _hits(db, query, tenant_id, ranked, vector_pos, text_pos)
+
+
+def fuse(rankings: list[list[tuple[uuid.UUID, float]]], k: int) -> list[tuple[uuid.UUID, float]]:
+    """Reciprocal rank fusion: each list adds 1 / (60 + rank) for every id it ranks."""
+    scores: dict[uuid.UUID, float] = {}
+    best: dict[uuid.UUID, int] = {}
+    for ranking in rankings:
+        for rank, (chunk_id, _) in enumerate(ranking, start=1):
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank)
+            best[chunk_id] = min(best.get(chunk_id, rank), rank)
+    order = sorted(scores, key=lambda cid: (-scores[cid], best[cid], str(cid)))
+    return [(cid, scores[cid]) for cid in order[:k]]
+
+
+def _scope(tenant_id: uuid.UUID, customer: CustomerScope) -> tuple[str, dict[str, Any]]:
+    params: dict[str, Any] = {"tenant_id": tenant_id}
+    if customer is ALL_CUSTOMERS:
+        return "c.tenant_id = :tenant_id", params
+    if customer is None:
+        return "c.tenant_id = :tenant_id AND c.customer_id IS NULL", params
+    params["customer_id"] = customer
+    return (
+        "c.tenant_id = :tenant_id AND (c.customer_id IS NULL OR c.customer_id = :customer_id)",
+        params,
+    )
+
+
+async def _vector_leg(
+    db: Executor,
+    embedder: Embedder,
+    query: str,
+    scope_sql: str,
+    params: dict[str, Any],
+    depth: int,
+    exact_scan_limit: int,
+) -> list[tuple[uuid.UUID, float]]:
+    """(chunk id, cosine distance), nearest first, among chunks embedded by this model."""
+    [vector] = await embedder.embed([query])
+    if not any(vector) or any(math.isnan(v) for v in vector):
+        return []  # no words the embedder knows: a zero vector has no direction to compare
+    where = f"{scope_sql} AND {model_filter(embedder.model, embedder.dims)}"
+    args = {**params, "q": repository.vector_literal(vector), "n": depth}
+    in_scope = (
+        await db.execute(
+            text(f"SELECT count(*) FROM (SELECT 1 FROM knowledge_chunks c WHERE {where}"
+                 " LIMIT :cap) AS s"),
+            # Bounded: exact below the cap, and "at least depth + 1" tells the leg enough.
+            {**params, "cap": max(exact_scan_limit, depth) + 1},
+        )
+    ).scalar_one()
+    if in_scope > exact_scan_limit:
+        await db.execute(
+            text(
+                "SELECT set_config('hnsw.ef_search', :ef, true),"
+                " set_config('hnsw.iterative_scan', 'relaxed_order', true)"
+            ),
+            {"ef": str(min(1000, max(100, 2 * depth)))},
+        )
+        rows = await db.execute(text(vector_leg_sql(embedder.dims, where, exact=False)), args)
+        found = [(row.id, float(row.distance)) for row in rows]
+        if len(found) >= min(depth, in_scope):
+            return found
+        log.warning("hnsw scan returned %d of %d neighbours; using exact search", len(found), depth)
+    rows = await db.execute(text(vector_leg_sql(embedder.dims, where, exact=True)), args)
+    return [(row.id, float(row.distance)) for row in rows]
+
+
+def model_filter(model: str, dims: int) -> str:
+    """SQL restricting chunks to one embedding model, as literals.
+
+    Literals, not parameters: only then can the planner prove the partial HNSW index's
+    predicate (a generic plan with $n parameters would never use it).
+    """
+    return (
+        f"c.embedding_model = '{repository.checked_model_name(model)}'"
+        f" AND c.embedding_dims = {int(dims)}"
+    )
+
+
+def vector_leg_sql(dims: int, where: str, *, exact: bool) -> str:
+    """Nearest chunks by cosine distance to :q, :n of them, among rows matching `where`."""
+    if exact:
+        # The dimensionless expression matches no index: a plain, exact scan of the scope.
+        return (
+            "SELECT c.id, c.embedding <=> CAST(CAST(:q AS text) AS vector) AS distance"
+            f" FROM knowledge_chunks c WHERE {where} ORDER BY distance, c.id LIMIT :n"
+        )
+    vtype = repository.vector_type(dims)
+    # The same expression as the model's index; relaxed_order (iterative scan) may return
+    # neighbours slightly out of order, so the materialised set is sorted again.
+    return (
+        "WITH nearest AS MATERIALIZED ("
+        f" SELECT c.id, c.embedding::{vtype} <=> CAST(CAST(:q AS text) AS {vtype}) AS distance"
+        f" FROM knowledge_chunks c WHERE {where} ORDER BY distance LIMIT :n)"
+        " SELECT id, distance FROM nearest ORDER BY distance, id"
+    )
+
+
+# PostgreSQL's ranks know nothing of how rare a word is, and a question rarely shares all its
+# words with the answer. So any query word may match, and a chunk scores the BM25-style inverse
+# document frequency (within scope) of the query words it contains, plus ts_rank_cd for
+# proximity, plus a point when it matches the whole websearch query ("phrases", -excluded).
+# Each lexeme is quoted as tsquery input ('' and \\ escaped) so no word is read as an operator.
+_TEXT_QUERY = r"""
+WITH terms AS (
+  SELECT DISTINCT '''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || '''' AS quoted
+  FROM unnest(tsvector_to_array(to_tsvector('english', :query))) AS lexeme
+),
+q AS (
+  SELECT websearch_to_tsquery('english', :query) AS strict_query,
+         CAST(string_agg(quoted, ' | ') AS tsquery) AS any_query,
+         array_agg(CAST(quoted AS tsquery)) AS each_term
+  FROM terms
+),
+matches AS MATERIALIZED (
+  SELECT c.id, c.search_vector FROM knowledge_chunks c, q
+  WHERE {scope} AND c.search_vector @@ q.any_query
+),
+frequency AS (
+  SELECT t.term, count(*) AS n FROM q, unnest(q.each_term) AS t(term)
+  JOIN matches m ON m.search_vector @@ t.term GROUP BY t.term
+),
+scope_size AS (SELECT count(*) AS n FROM knowledge_chunks c WHERE {scope})
+SELECT m.id,
+       (SELECT coalesce(sum(ln(1 + (s.n - f.n + 0.5) / (f.n + 0.5))), 0)
+        FROM frequency f WHERE m.search_vector @@ f.term)
+       + ts_rank_cd(m.search_vector, q.any_query, 1)
+       + CASE WHEN m.search_vector @@ q.strict_query THEN 1.0 ELSE 0.0 END AS rank
+FROM matches m, q, scope_size s
+ORDER BY rank DESC, m.id
+LIMIT :n
+"""
+
+
+async def _text_leg(
+    db: Executor, query: str, scope_sql: str, params: dict[str, Any], depth: int
+) -> list[tuple[uuid.UUID, float]]:
+    """(chunk id, rank), best first, among chunks sharing a word stem with the query."""
+    rows = await db.execute(
+        text(_TEXT_QUERY.format(scope=scope_sql)), {**params, "query": query, "n": depth}
+    )
+    return [(row.id, float(row.rank)) for row in rows]
+
+
+async def _fill(
+    db: Executor, scope_sql: str, params: dict[str, Any], taken: list[uuid.UUID], wanted: int
+) -> list[tuple[uuid.UUID, float]]:
+    """Chunks neither leg reached (no shared word, embedded by another model), newest first.
+
+    Keeps the promise of k results whenever k exist; they rank last with a score of 0.
+    """
+    rows = await db.execute(
+        text(
+            f"SELECT c.id FROM knowledge_chunks c WHERE {scope_sql}"
+            " AND NOT (c.id = ANY(CAST(:taken AS uuid[])))"
+            " ORDER BY c.created_at DESC, c.document_id, c.chunk_index LIMIT :n"
+        ),
+        {**params, "taken": [str(t) for t in taken], "n": wanted},
+    )
+    return [(row.id, 0.0) for row in rows]
+
+
+_DETAILS = """
+SELECT c.id, c.document_id, c.content, d.title, d.source
+FROM knowledge_chunks c JOIN knowledge_documents d ON d.id = c.document_id
+WHERE c.tenant_id = :tenant_id AND c.id = ANY(CAST(:ids AS uuid[]))
+"""
+_MARKUP = re.compile(r"[*_`]+|^#+\s*|^\s*[-+>]\s+|^\|\s*|\s*\|\s*$", re.MULTILINE)
+SNIPPET_CHARS = 300
+
+
+def make_snippet(content: str, query: str, max_chars: int = SNIPPET_CHARS) -> str:
+    """The passage's lines that share most words with the query, as plain text, cut to size.
+
+    Chunks hold one sentence or list item per line (see chunking), so a line is a natural unit;
+    Markdown emphasis and bullets are dropped because snippets are shown and quoted as text.
+    """
+    wanted = set(lexical_terms(query))
+    lines = [line for line in (_MARKUP.sub("", raw).strip() for raw in content.split("\n"))
+             if line]
+    if not lines:
+        return ""
+    overlap = [len(wanted & set(lexical_terms(line))) for line in lines]
+    best = max(range(len(lines)), key=lambda i: (overlap[i], -i)) if any(overlap) else 0
+    snippet = ""
+    for line in lines[best:]:
+        snippet = f"{snippet} {line}".strip()
+        if len(snippet) >= max_chars:
+            break
+    if len(snippet) <= max_chars:
+        return snippet
+    cut = snippet[:max_chars].rsplit(" ", 1)[0]
+    return cut.rstrip(",;:") + " …"
+
+
+async def _hits(
+    db: Executor,
+    query: str,
+    tenant_id: uuid.UUID,
+    ranked: list[tuple[uuid.UUID, float]],
+    vector_pos: dict[uuid.UUID, int],
+    text_pos: dict[uuid.UUID, int],
+) -> list[SearchHit]:
+    if not ranked:
+        return []
+    rows = await db.execute(
+        text(_DETAILS), {"tenant_id": tenant_id, "ids": [str(cid) for cid, _ in ranked]}
+    )
+    details = {row.id: row for row in rows}
+    hits = []
+    for chunk_id, score in ranked:
+        row = details.get(chunk_id)
+        if row is None:
+            continue
+        hits.append(
+            SearchHit(
+                chunk_id=chunk_id,
+                document_id=row.document_id,
+                title=row.title,
+                source=row.source,
+                content=row.content,
+                snippet=make_snippet(row.content, query),
+                score=round(score, 6),
+                vector_rank=vector_pos.get(chunk_id),
+                text_rank=text_pos.get(chunk_id),
+            )
+        )
+    return hits
