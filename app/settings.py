@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     max_tool_output_chars: int = 20_000
     history_token_budget: int = 12_000
     analysis_timeout_s: float = 120.0
-    run_flush_interval_s: float = 0.1
+    run_flush_interval_s: float = 0.02
     run_stale_after_s: float = 30.0
 
     @property

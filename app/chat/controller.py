@@ -38,13 +38,7 @@ class ThreadController(Controller):
         last_run, last_seq = parse_event_id(request.headers.get("last-event-id"))
         async with tenant_transaction(state.sessionmaker, principal.tenant_id) as session:
             thread = await service.get_thread(session, thread_id)
-            active = await service.unfinished_runs(session, thread.id)
-            run = active[-1] if active else None
-            if run is None and last_run:  # the reply finished while the client was away
-                latest = await service.latest_run(session, thread.id)
-                if latest is not None and str(latest.id) == last_run \
-                        and latest.last_event_seq > last_seq:
-                    run = latest
+            run = await service.run_to_resume(session, thread.id, last_run, last_seq)
         if run is None:
             return Response(content=None, status_code=204)
         after = last_seq if last_run == str(run.id) else 0

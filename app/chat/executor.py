@@ -11,10 +11,12 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
 
 from app.chat import stream as parts
 from app.chat.history import build_messages
@@ -266,14 +268,18 @@ class ReplyExecutor:
         elif ending not in ("ok", "interrupted"):
             reply.status, reply.error = "error", reply.error or "the model provider failed"
         now = time.perf_counter()
-        async with self.manager.sessionmaker() as session, session.begin():
-            await set_tenant(session, who.tenant_id)
-            await record_call(
-                session, self.prices, who, provider=provider, model=current.request.model,
-                usage=usage, status=status, latency_ms=int((now - current.started) * 1000),
-                ttft_ms=int((current.first_token_at - current.started) * 1000)
-                if current.first_token_at else None,
-                breakdown=scale_to_reported(current.segments, usage.input_tokens))
+
+        async def write() -> None:
+            async with self.manager.sessionmaker() as session, session.begin():
+                await set_tenant(session, who.tenant_id)
+                await record_call(
+                    session, self.prices, who, provider=provider, model=current.request.model,
+                    usage=usage, status=status, latency_ms=int((now - current.started) * 1000),
+                    ttft_ms=int((current.first_token_at - current.started) * 1000)
+                    if current.first_token_at else None,
+                    breakdown=scale_to_reported(current.segments, usage.input_tokens))
+
+        await with_db_retries(write)
 
     async def _run_tool(self, handle: RunHandle, thread: Thread, who: CallAttribution,
                         call: ToolCall, reply: Reply) -> dict[str, Any]:
@@ -319,7 +325,13 @@ class ReplyExecutor:
 
     async def _finish(self, handle: RunHandle, who: CallAttribution, reply: Reply) -> None:
         """Make the reply final: message, usage part, run status, all in one transaction."""
+        await with_db_retries(lambda: self._finish_once(handle, who, reply))
+        handle.mark_stored(len(handle.parts))
+        handle.close(reply.status, {"status": reply.status})
+
+    async def _finish_once(self, handle: RunHandle, who: CallAttribution, reply: Reply) -> None:
         content = "".join(reply.text)
+        closing = len(handle.parts)  # a retry must not emit the closing parts twice
         async with self.manager.sessionmaker() as session, session.begin():
             await set_tenant(session, who.tenant_id)
             rows = list((await session.scalars(
@@ -336,6 +348,7 @@ class ReplyExecutor:
                 metadata["error"] = reply.error
             message.content, message.status = content, reply.status
             message.message_type, message.metadata_ = reply.message_type, metadata
+            del handle.parts[closing:]
             handle.emit(parts.data("usage", usage_part(rows)))
             handle.emit(parts.finish(reply.status))
             await RunManager.write_parts(session, [handle])
@@ -344,8 +357,24 @@ class ReplyExecutor:
                 " error_message = :e WHERE id = :r"),
                 {"s": reply.status, "n": len(handle.parts), "e": reply.error,
                  "r": handle.run_id})
-        handle.flushed = len(handle.parts)
-        handle.close(reply.status, {"status": reply.status})
+
+
+async def with_db_retries(write: Callable[[], Awaitable[None]], *, attempts: int = 6) -> None:
+    """Run a reply's closing database write, retrying while the database is briefly away.
+
+    A reply's ending (its usage row, its final state) must survive a database restart; the
+    write is retried on connection errors for about ten seconds before giving up.
+    """
+    for attempt in range(attempts):
+        try:
+            await write()
+            return
+        except (OSError, ConnectionError, DBAPIError) as exc:
+            transient = not isinstance(exc, DBAPIError) or exc.connection_invalidated or \
+                isinstance(exc.orig, OSError | ConnectionError)
+            if not transient or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(min(0.2 * 2**attempt, 4.0))
 
 
 def text_part_id(current: Round) -> str:

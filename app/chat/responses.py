@@ -32,11 +32,16 @@ def sse(manager: RunManager, tenant_id: uuid.UUID, run_id: uuid.UUID, after: int
     """Stream a run's parts after `after`, each with its id, then `[DONE]`."""
 
     async def events() -> AsyncIterator[ServerSentEventMessage]:
-        last = after
+        last, finished = after, False
         async for seq, part in manager.follow(tenant_id, run_id, after):
-            last = seq
+            last, finished = seq, part.get("type") == "finish"
             yield ServerSentEventMessage(data=json.dumps(part, separators=(",", ":")),
                                          id=parts.event_id(run_id, seq))
+        if not finished:  # the run ended here abnormally: its ending comes from the database
+            async for seq, part in manager._follow_stored(tenant_id, run_id, last):
+                last = seq
+                yield ServerSentEventMessage(data=json.dumps(part, separators=(",", ":")),
+                                             id=parts.event_id(run_id, seq))
         yield ServerSentEventMessage(data=parts.DONE, id=parts.event_id(run_id, last + 1))
 
     return ServerSentEvent(events(), headers=parts.STREAM_HEADERS, status_code=status_code)

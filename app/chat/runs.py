@@ -45,29 +45,42 @@ class RunHandle:
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     result: dict[str, Any] | None = None
     task: asyncio.Task[None] | None = None
+    heartbeat_at: float = 0.0
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def emit(self, part: dict[str, Any]) -> int:
-        """Append a part; live followers see it at once. Returns its sequence number."""
+        """Append a part; followers see it once it is stored. Returns its sequence number."""
         self.parts.append(part)
+        return len(self.parts)
+
+    def mark_stored(self, upto: int) -> None:
+        """Parts up to `upto` are in the database: release them to followers."""
+        if upto > self.flushed:
+            self.flushed = upto
+            self._wake()
+
+    def _wake(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
-        return len(self.parts)
 
     def close(self, status: str, result: dict[str, Any] | None = None) -> None:
         """No more parts will come."""
         self.done, self.status, self.result = True, status, result
-        self._changed.set()
+        self._wake()
         self.finished.set()
 
     async def follow(self, after: int = 0) -> AsyncIterator[tuple[int, dict[str, Any]]]:
-        """Yield (seq, part) after `after`, live, until the run is done."""
+        """Yield (seq, part) after `after` as they are stored, until the run is done.
+
+        Only stored parts are released: a crash can then never take back a part a client saw,
+        and recovery's closing parts never reuse a sequence number a client already has.
+        """
         index = after
         while True:
-            while index < len(self.parts):
+            while index < self.flushed:
                 index += 1
                 yield index, self.parts[index - 1]
-            if self.done:
+            if self.done and index >= self.flushed:
                 return
             await self._changed.wait()
 
@@ -118,8 +131,8 @@ class RunManager:
                 await body(handle)
             finally:
                 if not handle.done:
+                    await self.flush()  # store what the reply produced before it ends
                     handle.close("interrupted")
-                await self.flush()
                 self.handles.pop(handle.run_id, None)
                 self._wake_thread(handle.thread_id)
 
@@ -168,8 +181,12 @@ class RunManager:
         """Write new parts and heartbeats of every local run; pick up remote stop requests."""
         async with self._flush_lock:
             by_tenant: dict[uuid.UUID, list[RunHandle]] = defaultdict(list)
+            now = asyncio.get_running_loop().time()
             for handle in list(self.handles.values()):
-                by_tenant[handle.tenant_id].append(handle)
+                # New parts go out at once; an idle run only needs its heartbeat now and then.
+                if len(handle.parts) > handle.flushed or now - handle.heartbeat_at > 1.0:
+                    handle.heartbeat_at = now
+                    by_tenant[handle.tenant_id].append(handle)
             for tenant_id, handles in by_tenant.items():
                 try:
                     await self._flush_tenant(tenant_id, handles)
@@ -188,7 +205,7 @@ class RunManager:
                 {"ids": [str(h.run_id) for h, _ in marks],
                  "lasts": [end for _, end in marks]})).all()
         for handle, end in marks:
-            handle.flushed = max(handle.flushed, end)
+            handle.mark_stored(end)
         for run_id, stop_requested in stopped:
             if stop_requested and run_id in self.handles:
                 self.handles[run_id].stop.set()

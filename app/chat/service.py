@@ -155,6 +155,25 @@ async def unfinished_runs(session: AsyncSession, thread_id: uuid.UUID) -> list[R
         .order_by(Run.created_at, Run.id))).all())
 
 
+async def run_to_resume(session: AsyncSession, thread_id: uuid.UUID, last_run: str | None,
+                        last_seq: int) -> Run | None:
+    """The run a reconnecting client should read.
+
+    The run named by Last-Event-ID wins while it has parts the client has not seen (even if a
+    later run has started since); otherwise the oldest unfinished run of the thread.
+    """
+    if last_run:
+        try:
+            named = await session.get(Run, uuid.UUID(last_run))
+        except ValueError:
+            named = None
+        if named is not None and named.thread_id == thread_id and (
+                named.status in ("queued", "running") or named.last_event_seq > last_seq):
+            return named
+    active = await unfinished_runs(session, thread_id)
+    return active[0] if active else None
+
+
 async def latest_run(session: AsyncSession, thread_id: uuid.UUID) -> Run | None:
     """The newest run of a thread."""
     return (await session.scalars(
