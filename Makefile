@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 JS_STAMP := tests/js/node_modules/.installed-stamp
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,11 +29,15 @@ test: install $(JS_STAMP)
 	$(BIN)/python -m pytest -rs
 
 lint: install
-	$(BIN)/ruff check app handlers tools tests bench migrations
+	$(BIN)/ruff check app handlers tools tests bench soak migrations
 	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python -m bench
+
+# Mixed load with fault injection for SOAK_SECONDS (default 600), then every invariant checked.
+soak: install
+	$(BIN)/python -m soak
 
 clean:
 	rm -rf $(VENV) .chatbranch .pytest_cache .mypy_cache .ruff_cache
