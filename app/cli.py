@@ -280,6 +280,16 @@ def run(
     db.stop()
 
 
+def _register_usage_commands() -> None:
+    from app.usage.cli import audit_cli, usage_command
+
+    cli.command(name="usage")(usage_command)
+    cli.add_typer(audit_cli, name="audit")
+
+
+_register_usage_commands()
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

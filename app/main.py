@@ -31,6 +31,7 @@ from app.knowledge.controller import KnowledgeController
 from app.problems import EXCEPTION_HANDLERS
 from app.settings import Settings, get_settings
 from app.templates.engine import TemplateEngine
+from app.usage.controller import UsageController
 from app.wiring import wire_services
 from app.workflows.controller import SavedActionController, WorkflowController
 
@@ -95,6 +96,7 @@ def create_app(
             ThreadController,
             ChartController,
             KnowledgeController,
+            UsageController,
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,

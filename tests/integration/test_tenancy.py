@@ -35,6 +35,7 @@ TENANT_TABLES = [
     "knowledge_chunks",
     "usage_ledger",
     "charts",
+    "usage_refusals",
 ]
 
 
@@ -155,6 +156,10 @@ async def other_rows(owner_engine: AsyncEngine) -> dict[str, dict[str, Any]]:
             ),
             {"t": other, "th": th},
         )
+        await conn.execute(text(
+            "INSERT INTO usage_refusals (tenant_id, user_id, thread_id, scope, limit_kind,"
+            " limit_value, used, estimate) VALUES (:t, :u, :th, 'thread', 'tokens', 1000, 990,"
+            " 50)"), {"t": other, "u": ids.user_id, "th": th})
         run = (await conn.execute(text(
             "INSERT INTO thread_runs (tenant_id, thread_id, user_message_id, status)"
             " VALUES (:t, :th, :m, 'complete') RETURNING id"),
