@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 JS_STAMP := tests/js/node_modules/.installed-stamp
 
-.PHONY: install run test lint bench soak clean
+.PHONY: install run test lint bench soak clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,13 @@ $(JS_STAMP): tests/js/package.json tests/js/package-lock.json
 run: install
 	$(BIN)/chatbranch run
 
-test: install $(JS_STAMP)
+# Debian's Chromium drives the web console's end-to-end tests (never a browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+	  || echo "chromium not installed: the browser tests will be skipped"
+
+test: install $(JS_STAMP) browser
 	$(BIN)/python -m pytest -rs
 
 lint: install

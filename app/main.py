@@ -32,12 +32,13 @@ from app.problems import EXCEPTION_HANDLERS
 from app.settings import Settings, get_settings
 from app.templates.engine import TemplateEngine
 from app.usage.controller import UsageController
+from app.web import PUBLIC_WEB_PATHS, web_route_handlers
 from app.wiring import wire_services
 from app.workflows.controller import SavedActionController, WorkflowController
 
 log = logging.getLogger("chatbranch")
 
-PUBLIC_PATHS = ["^/health", "^/metrics", "^/schema"]
+PUBLIC_PATHS = ["^/health", "^/metrics", "^/schema", *PUBLIC_WEB_PATHS]
 
 
 def create_app(
@@ -97,6 +98,7 @@ def create_app(
             ChartController,
             KnowledgeController,
             UsageController,
+            *web_route_handlers(settings),
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,

@@ -22,6 +22,18 @@ from app.db.tenancy import tenant_transaction
 from app.errors import ServiceUnavailable
 
 
+class UIMessageStream(ServerSentEvent):
+    """An SSE response that stays `text/event-stream` whatever the route's default media type.
+
+    Litestar lets a handler's media type (JSON for routes that answer either way) override the
+    response's own; a stream must never be labelled JSON.
+    """
+
+    def to_asgi_response(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["media_type"] = "text/event-stream"
+        return super().to_asgi_response(*args, **kwargs)
+
+
 def wants_stream(request: Request[Any, Any, Any]) -> bool:
     """True when the client asked for Server-Sent Events."""
     return "text/event-stream" in request.headers.get("accept", "")
@@ -44,7 +56,7 @@ def sse(manager: RunManager, tenant_id: uuid.UUID, run_id: uuid.UUID, after: int
                                              id=parts.event_id(run_id, seq))
         yield ServerSentEventMessage(data=parts.DONE, id=parts.event_id(run_id, last + 1))
 
-    return ServerSentEvent(events(), headers=parts.STREAM_HEADERS, status_code=status_code)
+    return UIMessageStream(events(), headers=parts.STREAM_HEADERS, status_code=status_code)
 
 
 async def wait_for_json(request: Request[Any, Any, Any], principal: Principal,

@@ -47,6 +47,7 @@ async def test_streamed_reply_follows_the_protocol_and_records_provider_usage(
     response, events = await read_stream(http, "POST", f"/api/threads/{thread}/messages",
                                          headers=auth(), json={"content": "When is it due?"})
     assert response.headers["x-vercel-ai-ui-message-stream"] == "v1"
+    assert response.headers["content-type"].startswith("text/event-stream")
     assert events[-1].data == "[DONE]"
     assert all(e.id for e in events)
     assert collapse(types(events)) == PROTOCOL_ORDER
