@@ -277,7 +277,8 @@ class ReplyExecutor:
                     usage=usage, status=status, latency_ms=int((now - current.started) * 1000),
                     ttft_ms=int((current.first_token_at - current.started) * 1000)
                     if current.first_token_at else None,
-                    breakdown=scale_to_reported(current.segments, usage.input_tokens))
+                    breakdown=scale_to_reported(current.segments, usage.input_tokens),
+                    tool_names=sorted({call.name for call in current.calls}))
 
         await with_db_retries(write)
 

@@ -35,7 +35,8 @@ class CallAttribution:
 async def record_call(session: AsyncSession, prices: PriceBook, who: CallAttribution, *,
                       provider: str, model: str, usage: Usage, status: str,
                       latency_ms: int | None, ttft_ms: int | None,
-                      breakdown: dict[str, Any] | None = None) -> LedgerRow:
+                      breakdown: dict[str, Any] | None = None,
+                      tool_names: list[str] | None = None) -> LedgerRow:
     """Insert the row and add its tokens to the message, thread and LLM context in one go.
 
     Runs in the caller's transaction, so the invariants (Σ ledger = thread total = Σ assistant
@@ -53,7 +54,7 @@ async def record_call(session: AsyncSession, prices: PriceBook, who: CallAttribu
         cached_tokens=usage.cached_tokens, reasoning_tokens=usage.reasoning_tokens,
         usage_source=usage.source, status=status, latency_ms=latency_ms,
         time_to_first_token_ms=ttft_ms, cost_usd=cost, price_version=version,
-        prompt_breakdown=breakdown or {},
+        prompt_breakdown=breakdown or {}, tool_names=tool_names or [],
     )
     session.add(row)
     total = usage.total

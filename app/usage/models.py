@@ -7,6 +7,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import String
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, server_now, uuid_pk
@@ -41,4 +43,5 @@ class LedgerRow(Base):
     cost_usd: Mapped[Decimal] = mapped_column(default=Decimal(0))
     price_version: Mapped[str | None]
     prompt_breakdown: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    tool_names: Mapped[list[str]] = mapped_column(ARRAY(String), default=list)
     created_at: Mapped[datetime] = server_now()

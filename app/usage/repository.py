@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncResult, AsyncSession
 
+from app.usage.breakdown import SEGMENTS
 from app.usage.schemas import GROUP_KEYS, UsageFilters
 
 # (filter attribute, column, element type); every filter is "column is one of these values".
@@ -23,6 +24,11 @@ _FILTER_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("branch_types", "l.branch_type", "text"),
     ("thread_ids", "l.thread_id", "uuid"),
 )
+
+# Prompt-segment sums (pb0, pb1, ... in SEGMENTS order): why a group's input costs what it does.
+_BREAKDOWN_SUMS = "".join(
+    f", sum(COALESCE((l.prompt_breakdown->>'{name}')::bigint, 0)) AS pb{i}"
+    for i, name in enumerate(SEGMENTS))
 
 # A call that used no tool still appears once (the outer join), under a null tool.
 _UNNEST_TOOLS = " LEFT JOIN LATERAL unnest(l.tool_names) AS used_tool(name) ON true"
@@ -72,6 +78,7 @@ def bucket_sums_sql(tenant_id: uuid.UUID, *, origin: datetime, start: datetime, 
         " sum(l.input_tokens) AS input_tokens, sum(l.output_tokens) AS output_tokens,"
         " sum(l.cached_tokens) AS cached_tokens, sum(l.reasoning_tokens) AS reasoning_tokens,"
         " count(*) AS num_model_requests, sum(l.cost_usd) AS cost_usd"
+        f"{_BREAKDOWN_SUMS}"
         f" FROM usage_ledger l{joins} WHERE {where}"
         f" GROUP BY 1{positions}"
         f") SELECT * FROM sums ORDER BY 1{order}"

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncResult, AsyncSession, async_sessionmaker
 from app.db.tenancy import set_tenant
 from app.errors import BadRequest, NotFound
 from app.usage import repository
+from app.usage.breakdown import SEGMENTS
 from app.usage.schemas import (
     CSV_COLUMNS,
     DEFAULT_LIMIT,
@@ -162,6 +163,7 @@ def _result(row: Row[Any], group_by: Sequence[str]) -> dict[str, Any]:
         inputTokens=int(row.input_tokens), outputTokens=int(row.output_tokens),
         cachedTokens=int(row.cached_tokens), reasoningTokens=int(row.reasoning_tokens),
         numModelRequests=int(row.num_model_requests), costUsd=float(row.cost_usd),
+        promptBreakdown={name: int(getattr(row, f"pb{i}")) for i, name in enumerate(SEGMENTS)},
     )
     return result
 
