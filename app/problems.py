@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from litestar import MediaType, Request, Response
+from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from sqlalchemy.exc import DBAPIError
 
@@ -112,4 +112,3 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     DBAPIError: _db_error,
     Exception: _unexpected,
 }
-MEDIA_TYPE = MediaType.JSON

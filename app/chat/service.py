@@ -174,13 +174,6 @@ async def run_to_resume(session: AsyncSession, thread_id: uuid.UUID, last_run: s
     return active[0] if active else None
 
 
-async def latest_run(session: AsyncSession, thread_id: uuid.UUID) -> Run | None:
-    """The newest run of a thread."""
-    return (await session.scalars(
-        select(Run).where(Run.thread_id == thread_id)
-        .order_by(Run.created_at.desc(), Run.id.desc()).limit(1))).first()
-
-
 async def request_stop(session: AsyncSession, thread: Thread) -> list[uuid.UUID]:
     """Flag every unfinished run of the thread to stop; returns their ids."""
     runs = await unfinished_runs(session, thread.id)

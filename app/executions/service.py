@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Tenant
@@ -21,7 +20,7 @@ from app.context.service import build_context, find_customer
 from app.db.tenancy import tenant_transaction
 from app.errors import Conflict, NotFound, Unprocessable
 from app.executions.actions import apply_saved_action
-from app.executions.models import Execution, NotificationLog
+from app.executions.models import Execution
 from app.executions.steps import enter_step, evaluate_routing, find_step, needs_approval
 from app.executions.views import execution_view
 from app.handler_registry import HandlerRegistry
@@ -279,12 +278,3 @@ class ExecutionService:
                     normalise_prompt(p) == wanted for p in branch.user_prompts or []):
                 return branch
         return None
-
-    async def notifications(self, session: AsyncSession, execution: Execution
-                            ) -> list[NotificationLog]:
-        """Notifications fired at the current step, oldest first."""
-        return list((await session.scalars(
-            select(NotificationLog).where(NotificationLog.execution_id == execution.id,
-                                          NotificationLog.step_id == execution.current_step_id)
-            .order_by(NotificationLog.created_at))).all())
-
