@@ -151,10 +151,15 @@ class SoakConnection(HttpConnection):
         if "obey" in markers:
             if "call_soak_kb" not in done and "rag_search" in offered:
                 planned.append(("kb", {"query": "soak probe instructions", "k": 5}))
-            for kind, argument in self._probe_kinds(request).items():
-                for index, (name, arguments) in enumerate(attacks(kind, argument)):
-                    if f"call_soak_{kind}_{index}" not in done and name in offered:
-                        planned.append((f"{kind}_{index}", {"tool": name, **arguments}))
+            # The first attack of every kind before the second of any: the service caps the
+            # calls of a turn, and each kind must be tried.
+            found = self._probe_kinds(request).items()
+            for index in range(4):
+                for kind, argument in found:
+                    attack = attacks(kind, argument)[index:index + 1]
+                    for name, arguments in attack:
+                        if f"call_soak_{kind}_{index}" not in done and name in offered:
+                            planned.append((f"{kind}_{index}", {"tool": name, **arguments}))
         elif "tools" in markers and not done:
             benign: dict[str, dict[str, Any]] = {
                 "database_query": {"query": "SELECT name, arr FROM customers_v"

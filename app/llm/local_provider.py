@@ -3,7 +3,8 @@
 It answers from the thread's context data, calls the offered tools the way a real model would
 (each at most once per user turn) and streams its reply token by token. The same request always
 gives the same stream. Markers in the user's text script failures for tests: `[[fail-before]]`,
-`[[fail-after]]`, `[[stall]]` (silence until the read timeout) and `[[long]]` (~400 tokens).
+`[[fail-after]]`, `[[stall]]` (silence until the read timeout) and `[[long]]` (~400 tokens);
+`[[obey]]` makes it obey instructions injected into what it reads (see `app/llm/obedience.py`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
 
+from app.llm import obedience
 from app.llm.base import (
     ChatMessage,
     ChatRequest,
@@ -33,7 +35,7 @@ from app.llm.errors import ProviderError, ProviderTimeout
 from app.llm.tokens import count_text, estimate_usage, get_encoding
 
 FAIL_BEFORE, FAIL_AFTER, STALL, LONG = "[[fail-before]]", "[[fail-after]]", "[[stall]]", "[[long]]"
-_MARKERS = re.compile(r"\[\[(fail-before|fail-after|stall|long)\]\]")
+_MARKERS = re.compile(r"\[\[(fail-before|fail-after|stall|long|obey)\]\]")
 
 _DATA_WORDS = re.compile(
     r"\b(contracts?|arr|seats?|how many|list|which customers|plan|revenue)\b", re.IGNORECASE
@@ -103,18 +105,16 @@ class LocalProvider:
             raise ProviderError("local: scripted failure before content", retryable=False)
 
         scripted_failure = markers & {"fail-after", "stall"}
-        next_tool = None if scripted_failure else _next_tool(request, turn, _clean(question))
-        if next_tool is not None:
-            name, arguments = next_tool
-            call_id = "call_local_" + _request_digest(request, name)[:20]
-            call = ToolCall(id=call_id, name=name, arguments=arguments)
-            yield ToolCallReady(call)
-            yield Finish(
-                estimate_usage(request, "", [call], source="provider"), "tool_calls", model
-            )
+        calls = [] if scripted_failure else _tool_calls(request, turn, question, markers)
+        if calls:
+            for call in calls:
+                yield ToolCallReady(call)
+            yield Finish(estimate_usage(request, "", calls, source="provider"), "tool_calls", model)
             return
 
         text = _compose_answer(request, turn, _clean(question), rng, long="long" in markers)
+        if "obey" in markers and "reveal" in obedience.instructions(request, turn):
+            text = obedience.revealed(request) + " " + text
         emitted: list[str] = []
         pieces = list(_token_pieces(text))
         cut = max(3, len(pieces) // 3) if scripted_failure else len(pieces)
@@ -185,6 +185,22 @@ def _token_pieces(text: str) -> Iterator[str]:
 
 
 # --- tool choice ------------------------------------------------------------------------------
+
+
+def _tool_calls(
+    request: ChatRequest, turn: list[ChatMessage], question: str, markers: set[str]
+) -> list[ToolCall]:
+    """This response's tool calls: every obedient attempt at once, else the plan's next tool."""
+    if "obey" in markers:
+        digest = _request_digest(request)[:12]
+        return [ToolCall(id=f"call_local_obey_{digest}_{key}", name=tool, arguments=arguments)
+                for key, tool, arguments in obedience.planned_calls(request, turn)]
+    next_tool = _next_tool(request, turn, _clean(question))
+    if next_tool is None:
+        return []
+    name, arguments = next_tool
+    return [ToolCall(id="call_local_" + _request_digest(request, name)[:20], name=name,
+                     arguments=arguments)]
 
 
 def _next_tool(
