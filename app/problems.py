@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
+import sqlalchemy.exc
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from sqlalchemy.exc import DBAPIError
@@ -84,11 +86,56 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     return problem(status, title, detail, instance=request.url.path, headers=exc.headers)
 
 
+# The database is away (restarting, shutting down, its socket gone), not the request at fault.
+_UNAVAILABLE = (asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError,
+                asyncpg.AdminShutdownError, sqlalchemy.exc.TimeoutError, ConnectionError,
+                FileNotFoundError, TimeoutError)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True when `exc` says the database cannot be reached right now (a retry may succeed)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, _UNAVAILABLE) and (
+                not isinstance(current, OSError | TimeoutError) or _raised_by_driver(current)):
+            return True
+        if isinstance(current, asyncpg.InterfaceError) and "connection is closed" in str(current):
+            return True
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else (
+            current.__cause__ or current.__context__)
+    return False
+
+
+def _raised_by_driver(exc: BaseException) -> bool:
+    """An OS-level error raised while the driver connected (not, say, a missing chart file)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if "asyncpg" in tb.tb_frame.f_code.co_filename or "sqlalchemy/pool" in \
+                tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _unavailable(request: Request[Any, Any, Any]) -> Response[Any]:
+    log.warning("database unavailable on %s", request.url.path)
+    return problem(503, "Service unavailable",
+                   "the database is briefly unavailable; retry in a moment",
+                   instance=request.url.path, headers={"retry-after": "1"})
+
+
 def _db_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[Any]:
+    if database_unavailable(exc):
+        return _unavailable(request)
     # Never echo SQL or driver text to clients; it can carry other rows' data.
     log.exception("database error on %s", request.url.path)
     return problem(
-        503 if exc.connection_invalidated else 500,
+        500,
         "Database error",
         "the database could not complete the request",
         instance=request.url.path,
@@ -96,6 +143,8 @@ def _db_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[Any]
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if database_unavailable(exc):
+        return _unavailable(request)
     log.exception("unhandled error on %s", request.url.path)
     return problem(
         500,

@@ -221,6 +221,22 @@ async def test_branch_idempotency_key_acts_once(client, auth, owner_engine):
     assert len(after["execution"]["escalations"]) == 1
 
 
+async def test_a_failed_action_answers_its_own_error_and_frees_its_idempotency_key(client, auth):
+    """Soak finding: releasing the key of a failed action needed a DELETE grant (500, then 409s)."""
+    view = await start(client, auth, "critical")
+    execution_id = view["execution"]["id"]
+    headers = {**auth(), "idempotency-key": f"missing-{execution_id}"}
+    url = f"/api/executions/{execution_id}/branches/no-such-branch"
+    first = await client.post(url, headers=headers)
+    assert first.status_code == 404, first.text
+    again = await client.post(url, headers=headers)  # the key was released: it acts (and fails)
+    assert again.status_code == 404, again.text
+    branch = next(b for b in view["branches"] if b["savedActionId"] == "escalate")
+    acted = await client.post(f"/api/executions/{execution_id}/branches/{branch['branchId']}",
+                              headers={**auth(), "idempotency-key": f"missing-{execution_id}-2"})
+    assert acted.status_code == 200
+
+
 async def test_other_tenants_execution_and_thread_answer_404(client, auth):
     view = await start(client, auth, "critical")
     execution_id = view["execution"]["id"]
