@@ -46,6 +46,10 @@ def create_app(
 ) -> Litestar:
     """Build the service. Tests pass their own settings and an already-running database."""
     settings = settings or get_settings()
+    # The HTTP clients of the provider SDKs log every request at INFO: a line per model call
+    # on the hot path, and the usage ledger records each call already.
+    for noisy in ("httpx", "httpx2", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

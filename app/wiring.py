@@ -62,14 +62,15 @@ def wire_services(state: Any, settings: Settings) -> None:
                              providers=state.providers, tools=state.tools, prices=state.prices,
                              services=state)
 
-    def launch_run(posted: PostedMessage, principal: Any) -> RunHandle:
+    def launch_run(posted: PostedMessage, principal: Any, claimed: Any = None) -> RunHandle:
         handle = RunHandle(run_id=posted.run.id, thread_id=posted.run.thread_id,
                            tenant_id=posted.run.tenant_id,
-                           order=posted.user_message.sequence_number)
+                           order=posted.user_message.sequence_number, claimed=claimed)
         state.run_manager.launch(handle, executor)
         return handle
 
     state.launch_run = launch_run
+    state.reply_executor = executor
     state.executions = ExecutionService(Services(
         settings=settings, sessionmaker=state.sessionmaker, templates=state.templates,
         handlers=state.handlers, manager=state.run_manager, launch_run=launch_run))

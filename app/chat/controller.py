@@ -88,6 +88,9 @@ async def post_and_answer(request: Request[Any, Any, Any], principal: Any, threa
                                       principal.user_id) as session:
             posted = await service.post_message(session, principal, thread_id, text, key,
                                                 state.prices)
+            claimed = None
+            if posted.created and posted.first_in_line:  # start it in this same commit
+                claimed = await state.reply_executor.claim(session, posted.run.id)
     except BudgetExceeded as exc:
         decision = exc.decision
         async with tenant_transaction(state.sessionmaker, principal.tenant_id) as session:
@@ -97,7 +100,7 @@ async def post_and_answer(request: Request[Any, Any, Any], principal: Any, threa
             f"({decision.used:g} used of {decision.limit:g}; this prompt ~{decision.estimate} "
             "tokens)", errors=[decision.part()]) from exc
     if posted.created:
-        state.launch_run(posted, principal)
+        state.launch_run(posted, principal, claimed)
     if wants_stream(request):
         return sse(state.run_manager, principal.tenant_id, posted.run.id)
     return await wait_for_json(request, principal, posted.run.id,

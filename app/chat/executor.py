@@ -11,17 +11,20 @@ import asyncio
 import contextlib
 import json
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.chat import stream as parts
-from app.chat.history import build_messages
+from app.chat.history import History, build_messages
 from app.chat.models import LlmContext, Message, Run, Thread, ToolCallRecord
 from app.chat.runs import RunHandle, RunManager
+from app.chat.service import payload_of
 from app.db.tenancy import set_tenant
 from app.executions.models import Execution
 from app.llm.base import ChatMessage, ChatRequest, Finish, TextDelta, ToolCall, ToolCallReady, Usage
@@ -34,6 +37,8 @@ from app.usage.ledger import CallAttribution, record_call, usage_part
 from app.usage.models import LedgerRow
 from app.usage.pricing import PriceBook
 from tools.base import ToolContext, ToolRegistry
+
+LedgerWrite = Callable[[AsyncSession], Awaitable[None]]
 
 
 @dataclass
@@ -53,6 +58,17 @@ class Round:
 
 
 @dataclass
+class Claimed:
+    """A run marked running by this worker, with everything its reply needs."""
+
+    thread: Thread
+    context: LlmContext
+    who: CallAttribution
+    history: History
+    stop_requested: bool = False
+
+
+@dataclass
 class Reply:
     """Everything the reply accumulated across rounds."""
 
@@ -63,6 +79,8 @@ class Reply:
     metadata: dict[str, Any] = field(default_factory=dict)
     status: str = "complete"
     error: str | None = None
+    pending_rows: list[LedgerWrite] = field(default_factory=list)  # written by `_finish`
+    user_message_id: uuid.UUID | None = None
 
 
 class ReplyExecutor:
@@ -79,12 +97,17 @@ class ReplyExecutor:
 
     async def __call__(self, handle: RunHandle) -> None:
         """The run body (launched by the RunManager)."""
-        loaded = await self._begin(handle)
-        if loaded is None:
+        claimed = handle.claimed or await self._begin(handle)
+        handle.claimed = None
+        if claimed is None:
             handle.close("interrupted")
             return
-        thread, context, who, history = loaded
-        reply = Reply()
+        handle.status = "running"
+        if claimed.stop_requested:
+            handle.stop.set()
+        thread, context = claimed.thread, claimed.context
+        who, history = claimed.who, claimed.history
+        reply = Reply(user_message_id=history.user_message_id)
         current: Round | None = None
         try:
             handle.emit(parts.start(who.message_id))
@@ -110,8 +133,12 @@ class ReplyExecutor:
                     {**segments, "tools": count_tools(offer)})
                 handle.emit(parts.simple("start-step"))
                 ending = await self._provider_round(handle, provider, current)
-                await self._record(who, provider.name, current, ending, reply)
                 finished_round, current = current, None
+                row = self._ledger_row(who, provider.name, finished_round, ending, reply)
+                if ending == "ok" and finished_round.calls:
+                    await self._write(who, row)  # durable before the tools run
+                else:  # the last call: its row commits with the reply's ending
+                    reply.pending_rows.append(row)
                 if ending != "ok":
                     handle.emit(parts.simple("finish-step"))
                     break
@@ -149,39 +176,43 @@ class ReplyExecutor:
                 await self._record(who, provider_name_of(context), current, "error", reply)
         await self._finish(handle, who, reply)
 
-    async def _begin(self, handle: RunHandle) -> tuple[Thread, LlmContext, CallAttribution,
-                                                        Any] | None:
+    async def _begin(self, handle: RunHandle) -> Claimed | None:
         async with self.manager.sessionmaker() as session, session.begin():
             await set_tenant(session, handle.tenant_id)
-            run = await session.get(Run, handle.run_id, with_for_update=True)
-            if run is None or run.status != "queued":
-                return None
-            run.status, run.worker_id = "running", self.manager.worker_id
-            if run.stop_requested:
-                handle.stop.set()
-            thread = await session.get(Thread, run.thread_id)
-            context = (await session.scalars(
-                select(LlmContext).where(LlmContext.thread_id == run.thread_id))).one()
-            assert thread is not None
-            assert run.assistant_message_id is not None
-            execution = (await session.get(Execution, thread.workflow_execution_id)
-                         if thread.workflow_execution_id else None)
-            reply = await session.get(Message, run.assistant_message_id)
-            directives = (reply.metadata_ if reply else None) or {}
-            history = await build_messages(
-                session, thread, context, run,
-                int(directives.get("historyBudget", self.settings.history_token_budget)))
-            history.budget = directives.get("budget")
-            history.model_override = directives.get("modelOverride")
-            who = CallAttribution(
-                tenant_id=handle.tenant_id, user_id=run.user_id, customer_id=thread.customer_id,
-                execution_id=thread.workflow_execution_id,
-                workflow_key=execution.workflow_key if execution else None,
-                step_id=thread.step_id, branch_type=thread.thread_type, thread_id=thread.id,
-                message_id=run.assistant_message_id,
-                call_kind="analysis" if thread.thread_type == "analysis" else "chat")
-        handle.status = "running"
-        return thread, context, who, history
+            return await self.claim(session, handle.run_id)
+
+    async def claim(self, session: AsyncSession, run_id: uuid.UUID) -> Claimed | None:
+        """Mark a queued run running here and load what its reply needs, in the caller's tx.
+
+        The post transaction calls this for a run that is first in line, so a turn reaches
+        the provider after a single commit; other runs claim in `_begin` when their turn comes.
+        """
+        run = await session.get(Run, run_id, with_for_update=True)
+        if run is None or run.status != "queued":
+            return None
+        run.status, run.worker_id = "running", self.manager.worker_id
+        thread = await session.get(Thread, run.thread_id)
+        context = (await session.scalars(
+            select(LlmContext).where(LlmContext.thread_id == run.thread_id))).one()
+        assert thread is not None
+        assert run.assistant_message_id is not None
+        execution = (await session.get(Execution, thread.workflow_execution_id)
+                     if thread.workflow_execution_id else None)
+        reply = await session.get(Message, run.assistant_message_id)
+        directives = (reply.metadata_ if reply else None) or {}
+        history = await build_messages(
+            session, thread, context, run,
+            int(directives.get("historyBudget", self.settings.history_token_budget)))
+        history.budget = directives.get("budget")
+        history.model_override = directives.get("modelOverride")
+        who = CallAttribution(
+            tenant_id=run.tenant_id, user_id=run.user_id, customer_id=thread.customer_id,
+            execution_id=thread.workflow_execution_id,
+            workflow_key=execution.workflow_key if execution else None,
+            step_id=thread.step_id, branch_type=thread.thread_type, thread_id=thread.id,
+            message_id=run.assistant_message_id,
+            call_kind="analysis" if thread.thread_type == "analysis" else "chat")
+        return Claimed(thread, context, who, history, run.stop_requested)
 
     async def _provider_round(self, handle: RunHandle, provider: Any, current: Round) -> str:
         """Stream one provider call; returns 'ok', 'stopped' or 'error' (error kept on Round)."""
@@ -246,6 +277,19 @@ class ReplyExecutor:
 
     async def _record(self, who: CallAttribution, provider: str, current: Round, ending: str,
                       reply: Reply) -> None:
+        """Write the ledger row of one provider call now."""
+        await self._write(who, self._ledger_row(who, provider, current, ending, reply))
+
+    async def _write(self, who: CallAttribution, row: LedgerWrite) -> None:
+        async def write() -> None:
+            async with self.manager.sessionmaker() as session, session.begin():
+                await set_tenant(session, who.tenant_id)
+                await row(session)
+
+        await with_db_retries(write)
+
+    def _ledger_row(self, who: CallAttribution, provider: str, current: Round, ending: str,
+                    reply: Reply) -> LedgerWrite:
         """The ledger row of one provider call; estimated (never a silent zero) when unknown."""
         text_so_far = "".join(current.text)
         reply.text.append(text_so_far)
@@ -269,18 +313,16 @@ class ReplyExecutor:
             reply.status, reply.error = "error", reply.error or "the model provider failed"
         now = time.perf_counter()
 
-        async def write() -> None:
-            async with self.manager.sessionmaker() as session, session.begin():
-                await set_tenant(session, who.tenant_id)
-                await record_call(
-                    session, self.prices, who, provider=provider, model=current.request.model,
-                    usage=usage, status=status, latency_ms=int((now - current.started) * 1000),
-                    ttft_ms=int((current.first_token_at - current.started) * 1000)
-                    if current.first_token_at else None,
-                    breakdown=scale_to_reported(current.segments, usage.input_tokens),
-                    tool_names=sorted({call.name for call in current.calls}))
+        async def write(session: AsyncSession) -> None:
+            await record_call(
+                session, self.prices, who, provider=provider, model=current.request.model,
+                usage=usage, status=status, latency_ms=int((now - current.started) * 1000),
+                ttft_ms=int((current.first_token_at - current.started) * 1000)
+                if current.first_token_at else None,
+                breakdown=scale_to_reported(current.segments, usage.input_tokens),
+                tool_names=sorted({call.name for call in current.calls}))
 
-        await with_db_retries(write)
+        return write
 
     async def _run_tool(self, handle: RunHandle, thread: Thread, who: CallAttribution,
                         call: ToolCall, reply: Reply) -> dict[str, Any]:
@@ -333,8 +375,11 @@ class ReplyExecutor:
     async def _finish_once(self, handle: RunHandle, who: CallAttribution, reply: Reply) -> None:
         content = "".join(reply.text)
         closing = len(handle.parts)  # a retry must not emit the closing parts twice
+        payload = None
         async with self.manager.sessionmaker() as session, session.begin():
             await set_tenant(session, who.tenant_id)
+            for pending in reply.pending_rows:
+                await pending(session)
             rows = list((await session.scalars(
                 select(LedgerRow).where(LedgerRow.message_id == who.message_id))).all())
             message = await session.get(Message, who.message_id)
@@ -349,6 +394,10 @@ class ReplyExecutor:
                 metadata["error"] = reply.error
             message.content, message.status = content, reply.status
             message.message_type, message.metadata_ = reply.message_type, metadata
+            if handle.wants_payload:  # a JSON client waits: answer it from this transaction
+                user_message = await session.get(Message, reply.user_message_id)
+                assert user_message is not None
+                payload = await payload_of(session, handle.run_id, user_message, message, rows)
             del handle.parts[closing:]
             handle.emit(parts.data("usage", usage_part(rows)))
             handle.emit(parts.finish(reply.status))
@@ -358,6 +407,7 @@ class ReplyExecutor:
                 " error_message = :e WHERE id = :r"),
                 {"s": reply.status, "n": len(handle.parts), "e": reply.error,
                  "r": handle.run_id})
+        handle.payload = payload  # only once committed
 
 
 async def with_db_retries(write: Callable[[], Awaitable[None]], *, attempts: int = 6) -> None:

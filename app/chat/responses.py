@@ -65,6 +65,8 @@ async def wait_for_json(request: Request[Any, Any, Any], principal: Principal,
     manager: RunManager = request.app.state.run_manager
     sessionmaker = request.app.state.sessionmaker
     handle = manager.handles.get(run_id)
+    if handle is not None:
+        handle.wants_payload = True
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
@@ -73,6 +75,8 @@ async def wait_for_json(request: Request[Any, Any, Any], principal: Principal,
                 await asyncio.wait_for(handle.finished.wait(), max(0.0, deadline - loop.time()))
             except TimeoutError:
                 break
+            if handle.payload is not None:
+                return handle.payload
             handle = None
         async with tenant_transaction(sessionmaker, principal.tenant_id) as session:
             run = (await session.scalars(select(Run).where(Run.id == run_id))).one()

@@ -46,6 +46,9 @@ class RunHandle:
     result: dict[str, Any] | None = None
     task: asyncio.Task[None] | None = None
     heartbeat_at: float = 0.0
+    claimed: Any = None  # set when the post transaction already started the run (first in line)
+    wants_payload: bool = False  # a JSON client waits here: the ending builds its answer
+    payload: dict[str, Any] | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def emit(self, part: dict[str, Any]) -> int:
@@ -99,6 +102,7 @@ class RunManager:
         self._thread_changed: dict[uuid.UUID, asyncio.Event] = {}
         self._background: list[asyncio.Task[None]] = []
         self._flush_lock = asyncio.Lock()
+        self._flush_failure_logged_at = float("-inf")
 
     async def start(self) -> None:
         """Recover runs left by dead workers, then start the flusher and sweeper."""
@@ -127,7 +131,8 @@ class RunManager:
 
         async def runner() -> None:
             try:
-                await self._wait_for_turn(handle)
+                if handle.claimed is None:  # a claimed run was first in line when posted
+                    await self._wait_for_turn(handle)
                 await body(handle)
             finally:
                 if not handle.done:
@@ -191,7 +196,9 @@ class RunManager:
                 try:
                     await self._flush_tenant(tenant_id, handles)
                 except Exception:  # the next tick retries; a run must not die of a flush
-                    log.exception("flushing run events failed")
+                    if now - self._flush_failure_logged_at > 5.0:  # not 50 tracebacks a second
+                        self._flush_failure_logged_at = now
+                        log.exception("flushing run events failed (retrying every tick)")
 
     async def _flush_tenant(self, tenant_id: uuid.UUID, handles: list[RunHandle]) -> None:
         async with self.sessionmaker() as session, session.begin():

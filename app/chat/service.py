@@ -30,6 +30,7 @@ class PostedMessage:
     user_message: Message
     assistant_message: Message
     created: bool  # False when an Idempotency-Key replayed an earlier request
+    first_in_line: bool = False  # no earlier reply of the thread is still queued or running
 
 
 def request_hash(*parts: str) -> str:
@@ -74,6 +75,11 @@ async def post_message(session: AsyncSession, principal: Principal, thread_id: s
     assistant = Message(thread_id=thread.id, role="assistant", content="",
                         sequence_number=user_seq + 1, tenant_id=principal.tenant_id,
                         status="streaming", tokens_used=0, metadata_=reply_metadata)
+    # Under the thread's row lock: runs posted later queue behind this one, so a run with no
+    # unfinished predecessor now never has to wait for its turn.
+    busy = (await session.execute(text(
+        "SELECT 1 FROM thread_runs WHERE thread_id = :t AND status IN ('queued', 'running')"
+        " LIMIT 1"), {"t": thread.id})).first()
     session.add_all([user_message, assistant])
     await session.flush()
     run = Run(tenant_id=principal.tenant_id, thread_id=thread.id, user_id=principal.user_id,
@@ -86,7 +92,7 @@ async def post_message(session: AsyncSession, principal: Principal, thread_id: s
         await session.execute(text(
             "UPDATE idempotency_keys SET run_id = :r WHERE tenant_id = :t AND key = :k"),
             {"r": run.id, "t": principal.tenant_id, "k": idempotency_key})
-    return PostedMessage(run, user_message, assistant, created=True)
+    return PostedMessage(run, user_message, assistant, created=True, first_in_line=busy is None)
 
 
 async def _budget(session: AsyncSession, principal: Principal, thread: Thread,
@@ -246,11 +252,17 @@ async def reply_payload(session: AsyncSession, run: Run) -> dict[str, Any]:
     assert user_message is not None
     assert assistant is not None
     await session.refresh(assistant)
+    rows = list((await session.scalars(
+        select(LedgerRow).where(LedgerRow.message_id == assistant.id))).all())
+    return await payload_of(session, run.id, user_message, assistant, rows)
+
+
+async def payload_of(session: AsyncSession, run_id: uuid.UUID, user_message: Message,
+                     assistant: Message, rows: list[LedgerRow]) -> dict[str, Any]:
+    """The JSON answer from the reply's final rows (also built by the reply's own ending)."""
     calls = (await session.scalars(select(ToolCallRecord)
                                    .where(ToolCallRecord.message_id == assistant.id)
                                    .order_by(ToolCallRecord.created_at))).all()
-    rows = list((await session.scalars(
-        select(LedgerRow).where(LedgerRow.message_id == assistant.id))).all())
     return {"userMessage": message_out(user_message), "assistantMessage": message_out(assistant),
             "toolCalls": [tool_call_out(c) for c in calls], "usage": usage_part(rows),
-            "runId": str(run.id)}
+            "runId": str(run_id)}
