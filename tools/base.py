@@ -55,8 +55,12 @@ class Tool:
     timeout_s: float = 15.0
 
     def spec(self) -> ToolSpec:
-        """The JSON schema the model sees, with definitions inlined."""
-        return ToolSpec(self.name, self.description, input_schema(self.input_type))
+        """The JSON schema the model sees, with definitions inlined (built once per tool)."""
+        built = self.__dict__.get("_spec")
+        if built is None:
+            built = self.__dict__["_spec"] = ToolSpec(
+                self.name, self.description, input_schema(self.input_type))
+        return built
 
 
 @dataclass

@@ -30,9 +30,13 @@ class Usage:
         return self.input_tokens + self.output_tokens
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ToolSpec:
-    """A tool offered to the model; parameters is a JSON schema object."""
+    """A tool offered to the model; parameters is a JSON schema object.
+
+    Compared and hashed by identity: a registry hands out one spec per tool, so per-turn work
+    on the same specs (their token count) can be cached by the objects themselves.
+    """
 
     name: str
     description: str

@@ -8,7 +8,7 @@ ships inside the wheel, so nothing is ever downloaded. Counts for models with an
 from __future__ import annotations
 
 import json
-from functools import cache
+from functools import cache, lru_cache
 from typing import TYPE_CHECKING
 
 import tiktoken
@@ -68,8 +68,12 @@ def count_messages(messages: list[ChatMessage]) -> int:
 
 def count_tools(tools: list[ToolSpec]) -> int:
     """Approximate prompt tokens taken by tool definitions (counted by their JSON)."""
-    if not tools:
-        return 0
+    return _count_tool_set(tuple(tools)) if tools else 0
+
+
+@lru_cache(maxsize=256)
+def _count_tool_set(tools: tuple[ToolSpec, ...]) -> int:
+    # Specs are immutable and hashed by identity: the same offer costs one count per process.
     payload = [
         {"name": t.name, "description": t.description, "parameters": t.parameters} for t in tools
     ]
