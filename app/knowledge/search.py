@@ -199,6 +199,8 @@ def vector_leg_sql(dims: int, where: str, *, exact: bool) -> str:
 # document frequency (within scope) of the query words it contains, plus ts_rank_cd for
 # proximity, plus a point when it matches the whole websearch query ("phrases", -excluded).
 # Each lexeme is quoted as tsquery input ('' and \\ escaped) so no word is read as an operator.
+# `frequency` and `scope_size` are MATERIALIZED: inlined, the planner recomputes them for every
+# matching chunk (quadratic: 1.3 s instead of 40 ms at 100,000 chunks).
 _TEXT_QUERY = r"""
 WITH terms AS (
   SELECT DISTINCT '''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || '''' AS quoted
@@ -214,11 +216,11 @@ matches AS MATERIALIZED (
   SELECT c.id, c.search_vector FROM knowledge_chunks c, q
   WHERE {scope} AND c.search_vector @@ q.any_query
 ),
-frequency AS (
+frequency AS MATERIALIZED (
   SELECT t.term, count(*) AS n FROM q, unnest(q.each_term) AS t(term)
   JOIN matches m ON m.search_vector @@ t.term GROUP BY t.term
 ),
-scope_size AS (SELECT count(*) AS n FROM knowledge_chunks c WHERE {scope})
+scope_size AS MATERIALIZED (SELECT count(*) AS n FROM knowledge_chunks c WHERE {scope})
 SELECT m.id,
        (SELECT coalesce(sum(ln(1 + (s.n - f.n + 0.5) / (f.n + 0.5))), 0)
         FROM frequency f WHERE m.search_vector @@ f.term)
