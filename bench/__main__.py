@@ -2,6 +2,7 @@
 
     python -m bench            # full run (< 10 min on 2 cores), results in bench/results/
     python -m bench --smoke    # tiny sizes, seconds; results in a temporary folder
+    python -m bench --rows 3,6 --no-peer --out /tmp/b   # a few rows while optimising
 
 Everything runs on loopback, bounded in count and time; every process it starts it stops.
 """
@@ -66,8 +67,10 @@ async def _seed(stack: Stack) -> None:
         raise RuntimeError(f"chatbranch seed failed:\n{done.stdout}\n{done.stderr}")
 
 
-async def setup(ctx: RunContext, want_peer: bool) -> dict[str, Any]:
+async def setup(ctx: RunContext, want_peer: bool, wanted: set[int] | None = None
+                ) -> dict[str, Any]:
     """Start everything; returns the prepared row-4 database (built meanwhile)."""
+    with_rag = wanted is None or 4 in wanted
     stack = ctx.stack
     _, load_cpus, _ = cpu_layout()
     install_log = stack.work / "litellm-install.log"
@@ -97,14 +100,14 @@ async def setup(ctx: RunContext, want_peer: bool) -> dict[str, Any]:
 
     peer_task = asyncio.create_task(asyncio.to_thread(bring_up_peer)) if want_peer else None
     # The full-size row-4 database has a server of its own: built while the service seeds.
-    rag = None if ctx.smoke else asyncio.create_task(rows_rag.prepare(ctx))
+    rag = None if ctx.smoke or not with_rag else asyncio.create_task(rows_rag.prepare(ctx))
     if restored:
         log("database (a copy of a cached migrated and seeded one) and mock up")
     else:
         log("database and mock up; migrating and seeding (kept for the next runs)")
         await _seed(stack)
         await asyncio.to_thread(save_seeded, stack)
-    if rag is None:
+    if rag is None and with_rag:
         rag = asyncio.create_task(rows_rag.prepare(ctx))
     ctx.phases["seeded_at_s"] = round(time.monotonic() - STARTED, 1)
     log("seeded; starting the service (1 and 2 workers) and the floor")
@@ -141,6 +144,8 @@ async def setup(ctx: RunContext, want_peer: bool) -> dict[str, Any]:
     log(f"census: {ctx.census.per_turn} statements per turn, {ctx.census.before_call} before "
         f"the provider call (user message inserted first: {ctx.census.first_insert_before_call})")
     ctx.phases["census_done_at_s"] = round(time.monotonic() - STARTED, 1)
+    if rag is None:
+        return {}
     prepared = await rag
     ctx.phases["rag_ready_at_s"] = round(time.monotonic() - STARTED, 1)
     log(f"row-4 database ready ({prepared['built_seconds'] or 'cached'} s)")
@@ -184,17 +189,22 @@ async def run(args: argparse.Namespace) -> Path:
     load_before = os.getloadavg()[0]
     try:
         begun = time.monotonic()
-        prepared = await setup(ctx, want_peer)
+        prepared = await setup(ctx, want_peer, args.rows)
         phases["setup_s"] = round(time.monotonic() - begun, 1)
         if load_cpus:  # the load generator (this thread) away from the server CPU
             os.sched_setaffinity(0, load_cpus)
-        rows.append(await _row("token counting", lambda: rows_tokens.row6_tokens(ctx), 6))
-        rows.append(await _row("time to first token", lambda: rows_chat.row1_ttft(ctx), 1))
-        rows.append(await _row("CPU per turn", lambda: rows_cpu.row3_cpu(ctx), 3))
-        rows.append(await _row("2 workers against 1", lambda: rows_cpu.row7_workers(ctx), 7))
-        rows.append(await _row("concurrent streams", lambda: rows_chat.row2_streams(ctx), 2))
-        rows.append(await _row("rag_search", lambda: rows_rag.row4_rag(ctx, prepared), 4))
-        rows.append(await _row("usage report", lambda: rows_usage.row5_usage(ctx), 5))
+        plan: list[tuple[str, Callable[[], Awaitable[dict[str, Any]]], int]] = [
+            ("token counting", lambda: rows_tokens.row6_tokens(ctx), 6),
+            ("time to first token", lambda: rows_chat.row1_ttft(ctx), 1),
+            ("CPU per turn", lambda: rows_cpu.row3_cpu(ctx), 3),
+            ("2 workers against 1", lambda: rows_cpu.row7_workers(ctx), 7),
+            ("concurrent streams", lambda: rows_chat.row2_streams(ctx), 2),
+            ("rag_search", lambda: rows_rag.row4_rag(ctx, prepared), 4),
+            ("usage report", lambda: rows_usage.row5_usage(ctx), 5),
+        ]
+        for name, make, number in plan:
+            if args.rows is None or number in args.rows:
+                rows.append(await _row(name, make, number))
     finally:
         for proc in (ctx.service_2w, ctx.floor_2w, ctx.service_streams):
             if proc is not None:
@@ -222,7 +232,7 @@ async def run(args: argparse.Namespace) -> Path:
     table = report.markdown(results)
     print(table)
     print(f"results: {json_path}\n         {md_path}")
-    if not args.smoke and not args.out and report.update_readme(table):
+    if not args.smoke and not args.out and args.rows is None and report.update_readme(table):
         print("README.md: benchmark table updated")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
@@ -239,6 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-peer", action="store_true", help="skip LiteLLM")
     parser.add_argument("--peer", action="store_true", help="run LiteLLM in smoke mode too")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
+    parser.add_argument("--rows", type=lambda v: {int(n) for n in v.split(",")}, default=None,
+                        help="only these rows, e.g. 1,3 (a partial run leaves README.md alone)")
     args = parser.parse_args(argv)
     import logging
 
