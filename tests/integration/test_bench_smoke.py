@@ -23,4 +23,5 @@ def test_usage_report_bench_smoke_mode_runs_end_to_end(tmp_path: Path) -> None:
     assert report["requestsReported"] == report["rowsPerTenant"]["demo"]
     assert report["buckets"] == report["days"]
     assert report["runs"] == 3 and report["p95Ms"] >= report["p50Ms"] > 0
-    assert any("usage_ledger" in line for line in report["plan"])
+    # Whole days grouped by model: the hourly rollup answers, not the ledger rows.
+    assert any("usage_hourly" in line for line in report["plan"])

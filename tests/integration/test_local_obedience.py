@@ -38,10 +38,12 @@ async def test_obedient_local_model_attempts_every_injection_and_each_fails_safe
         http, auth, new_thread, owner_engine, live_settings):
     canary, hits = await _canary()
     port = canary.sockets[0].getsockname()[1]
+    # The other tenant is named by its slug: its id in this tenant's rows would trip the
+    # tenancy suite's "no other tenant's id anywhere" scan (the attack is the same either way).
     async with owner_engine.connect() as conn:
         other_id, other_names = (await conn.execute(text(
-            "SELECT t.id::text, array_agg(c.name) FROM tenants t JOIN customers c"
-            " ON c.tenant_id = t.id WHERE t.slug <> 'demo' GROUP BY t.id LIMIT 1"))).one()
+            "SELECT t.slug, array_agg(c.name) FROM tenants t JOIN customers c"
+            " ON c.tenant_id = t.id WHERE t.slug <> 'demo' GROUP BY t.slug LIMIT 1"))).one()
     before = await _counts(owner_engine)
 
     thread_id = await new_thread("local", tools=["rag_search", "database_query", "create_chart"])
