@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import openai
 
 from app.llm.base import (
@@ -106,6 +107,85 @@ class _ToolCallBuilder:
         return ToolCall(id=self.id, name=self.name, arguments=parse_tool_arguments(self.arguments))
 
 
+class _Function(msgspec.Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ToolFragment(msgspec.Struct):
+    index: int = 0
+    id: str | None = None
+    function: _Function | None = None
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+    tool_calls: list[_ToolFragment] | None = None
+
+
+class _Choice(msgspec.Struct):
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+
+
+class _PromptDetails(msgspec.Struct):
+    cached_tokens: int | None = None
+
+
+class _CompletionDetails(msgspec.Struct):
+    reasoning_tokens: int | None = None
+
+
+class _Usage(msgspec.Struct):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    prompt_tokens_details: _PromptDetails | None = None
+    completion_tokens_details: _CompletionDetails | None = None
+
+
+class _Chunk(msgspec.Struct):
+    """The fields of a `chat.completion.chunk` the service reads; others are skipped unread."""
+
+    model: str | None = None
+    choices: list[_Choice] | None = None
+    usage: _Usage | None = None
+    error: dict[str, Any] | None = None
+
+
+_decode_chunk = msgspec.json.Decoder(_Chunk).decode
+
+
+async def _chunks(body: AsyncIterator[bytes]) -> AsyncIterator[_Chunk]:
+    """Chunks of a Chat Completions event stream (`data:` lines) until `[DONE]`.
+
+    An error event or an undecodable chunk raises ProviderError, as the SDK's own stream would.
+    """
+    buffer = b""
+    event = b""
+    async for data in body:
+        buffer += data
+        *lines, buffer = buffer.split(b"\n")
+        for raw in lines:
+            line = raw.rstrip(b"\r")
+            if line.startswith(b"event:"):
+                event = line[6:].strip()
+            elif line.startswith(b"data:"):
+                payload = line[5:].strip()
+                if payload == b"[DONE]":
+                    return
+                try:
+                    chunk = _decode_chunk(payload)
+                except msgspec.DecodeError as exc:
+                    raise ProviderError(f"openai: malformed stream chunk ({exc})",
+                                        retryable=True) from exc
+                if chunk.error is not None or event == b"error":
+                    message = (chunk.error or {}).get("message", "error event in the stream")
+                    raise ProviderError(f"openai: {message}", retryable=True)
+                yield chunk
+            elif not line:
+                event = b""
+
+
 class OpenAIProvider:
     """Streams Chat Completions with usage; any OpenAI-compatible server via `base_url`."""
 
@@ -177,13 +257,15 @@ class OpenAIProvider:
         usage: Usage | None = None
         finish_reason: str | None = None
         try:
-            stream = await self._client.chat.completions.create(**self._params(request))
-            try:
-                async for chunk in stream:
+            # The SDK sends the request (auth, headers, status errors); the stream's chunks are
+            # decoded here with msgspec, not into a pydantic model per token (its main CPU cost).
+            async with self._client.chat.completions.with_streaming_response.create(
+                    **self._params(request)) as response:
+                async for chunk in _chunks(response.iter_bytes()):
                     model = chunk.model or model
                     if chunk.usage is not None:
                         usage = usage_from_openai(chunk.usage)
-                    for choice in chunk.choices[:1]:
+                    for choice in (chunk.choices or ())[:1]:
                         delta = choice.delta
                         if delta is not None and delta.content:
                             text.append(delta.content)
@@ -199,8 +281,6 @@ class OpenAIProvider:
                             for index in sorted(builders):
                                 calls.append(builders.pop(index).build())
                                 yield ToolCallReady(calls[-1])
-            finally:
-                await stream.close()
         except _TRANSLATED as exc:
             raise translate_openai_error(exc) from exc
         if finish_reason is None:

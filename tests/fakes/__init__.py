@@ -74,7 +74,7 @@ class AbortReply:
     """Some text chunks, then the stream fails: connection cut, or an in-stream error event."""
 
     chunks: tuple[str, ...] = ("Partial", " answer")
-    how: Literal["close", "error_event"] = "close"
+    how: Literal["close", "error_event", "malformed"] = "close"
     usage: FakeUsage | None = field(default_factory=FakeUsage)
 
 

@@ -203,6 +203,10 @@ class FakeOpenAI(ScriptedFake):
                 await send_bytes(send, f"data: {json.dumps(error)}\n\n".encode())
                 await end_stream(send)
                 return
+            if reply.how == "malformed":
+                await send_bytes(send, b'data: {"id": "chatcmpl-x", "choices": [{"delta": \n\n')
+                await end_stream(send)
+                return
             raise DeliberateAbort("fake: connection cut mid-stream")
         if isinstance(reply, StallReply):
             await stall(receive, send, reply.seconds, b": keep-alive\n\n", reply.ping_interval)

@@ -240,6 +240,16 @@ async def test_error_event_after_content_raises_after_content(fake, provider):
     assert fake.request_count == 1
 
 
+async def test_malformed_chunk_after_content_is_a_provider_error(fake, provider):
+    fake.enqueue(AbortReply(chunks=("Half",), how="malformed"))
+
+    events, error = await collect_until_error(provider, ask("Hello"))
+
+    assert text_of(events) == "Half"
+    assert "malformed" in str(error) and error.after_content is True
+    assert fake.request_count == 1
+
+
 async def test_stall_after_content_ends_with_timeout_within_read_timeout(fake, provider):
     fake.enqueue(StallReply(chunks=("Thinking",), seconds=30))
     started = time.monotonic()
