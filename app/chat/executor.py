@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.chat import stream as parts
@@ -31,6 +32,7 @@ from app.llm.base import ChatMessage, ChatRequest, Finish, TextDelta, ToolCall, 
 from app.llm.errors import ProviderError, ProviderTimeout
 from app.llm.registry import ProviderRegistry
 from app.llm.tokens import count_message, count_text, count_tools, estimate_usage
+from app.problems import database_unavailable
 from app.settings import Settings
 from app.usage.breakdown import scale_to_reported
 from app.usage.ledger import CallAttribution, record_call, usage_part
@@ -420,8 +422,9 @@ async def with_db_retries(write: Callable[[], Awaitable[None]], *, attempts: int
         try:
             await write()
             return
-        except (OSError, ConnectionError, DBAPIError) as exc:
-            transient = not isinstance(exc, DBAPIError) or exc.connection_invalidated or \
+        except (OSError, ConnectionError, DBAPIError, PoolTimeout) as exc:
+            # A database that is away, or a pool drained by a burst: both pass; a bug does not.
+            transient = not isinstance(exc, DBAPIError) or database_unavailable(exc) or \
                 isinstance(exc.orig, OSError | ConnectionError)
             if not transient or attempt == attempts - 1:
                 raise

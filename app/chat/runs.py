@@ -47,6 +47,8 @@ class RunHandle:
     task: asyncio.Task[None] | None = None
     heartbeat_at: float = 0.0
     claimed: Any = None  # set when the post transaction already started the run (first in line)
+    followers: int = 0  # live readers of this run here (SSE clients)
+    on_emit: Callable[[], None] | None = None  # asks the flusher to store parts now
     wants_payload: bool = False  # a JSON client waits here: the ending builds its answer
     payload: dict[str, Any] | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -54,6 +56,8 @@ class RunHandle:
     def emit(self, part: dict[str, Any]) -> int:
         """Append a part; followers see it once it is stored. Returns its sequence number."""
         self.parts.append(part)
+        if self.followers and self.on_emit is not None:
+            self.on_emit()  # someone is reading: store it now, not at the next tick
         return len(self.parts)
 
     def mark_stored(self, upto: int) -> None:
@@ -79,13 +83,19 @@ class RunHandle:
         and recovery's closing parts never reuse a sequence number a client already has.
         """
         index = after
-        while True:
-            while index < self.flushed:
-                index += 1
-                yield index, self.parts[index - 1]
-            if self.done and index >= self.flushed:
-                return
-            await self._changed.wait()
+        self.followers += 1
+        if len(self.parts) > self.flushed and self.on_emit is not None:
+            self.on_emit()
+        try:
+            while True:
+                while index < self.flushed:
+                    index += 1
+                    yield index, self.parts[index - 1]
+                if self.done and index >= self.flushed:
+                    return
+                await self._changed.wait()
+        finally:
+            self.followers -= 1
 
 
 class RunManager:
@@ -103,6 +113,7 @@ class RunManager:
         self._background: list[asyncio.Task[None]] = []
         self._flush_lock = asyncio.Lock()
         self._flush_failure_logged_at = float("-inf")
+        self._flush_wanted = asyncio.Event()
 
     async def start(self) -> None:
         """Recover runs left by dead workers, then start the flusher and sweeper."""
@@ -128,6 +139,7 @@ class RunManager:
     def launch(self, handle: RunHandle, body: Callable[[RunHandle], Awaitable[None]]) -> None:
         """Run `body` as a task owned by the manager, not by any request."""
         self.handles[handle.run_id] = handle
+        handle.on_emit = self._flush_wanted.set
 
         async def runner() -> None:
             try:
@@ -202,7 +214,9 @@ class RunManager:
 
     async def _flush_tenant(self, tenant_id: uuid.UUID, handles: list[RunHandle]) -> None:
         async with self.sessionmaker() as session, session.begin():
-            await set_tenant(session, tenant_id)
+            # Stream parts are many and small; a worker crash cannot lose a committed one, and
+            # the reply's ending (its text, usage and last parts) is committed durably.
+            await set_tenant(session, tenant_id, durable_commit=False)
             marks = await self.write_parts(session, handles)
             stopped = (await session.execute(text(
                 "UPDATE thread_runs t SET heartbeat_at = now(),"
@@ -242,8 +256,15 @@ class RunManager:
         return marks
 
     async def _flush_loop(self) -> None:
+        """Flush every tick, and at once when a run with live readers emits.
+
+        Parts emitted during a flush go in the next one, so under load flushes batch themselves;
+        a run nobody reads (a JSON reply) waits for the tick.
+        """
         while True:
-            await asyncio.sleep(self.flush_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_wanted.wait(), self.flush_interval_s)
+            self._flush_wanted.clear()
             if self.handles:
                 await self.flush()
 
