@@ -87,10 +87,11 @@ async def post_and_answer(request: Request[Any, Any, Any], principal: Any, threa
         async with tenant_transaction(state.sessionmaker, principal.tenant_id,
                                       principal.user_id) as session:
             posted = await service.post_message(session, principal, thread_id, text, key,
-                                                state.prices)
-            claimed = None
-            if posted.created and posted.first_in_line:  # start it in this same commit
-                claimed = await state.reply_executor.claim(session, posted.run.id)
+                                                state.prices,
+                                                start_as=state.run_manager.worker_id)
+            started = None
+            if posted.created and posted.first_in_line:  # started in this same commit
+                started = await state.reply_executor.start_posted(session, posted)
     except BudgetExceeded as exc:
         decision = exc.decision
         async with tenant_transaction(state.sessionmaker, principal.tenant_id) as session:
@@ -99,8 +100,11 @@ async def post_and_answer(request: Request[Any, Any, Any], principal: Any, threa
             f"this turn would exceed the {decision.scope} {decision.limit_kind} budget "
             f"({decision.used:g} used of {decision.limit:g}; this prompt ~{decision.estimate} "
             "tokens)", errors=[decision.part()]) from exc
-    if posted.created:
-        state.launch_run(posted, principal, claimed)
+    if started is not None:
+        started.mark_stored(len(started.parts))  # committed with the message
+        state.run_manager.launch(started, state.reply_executor)
+    elif posted.created:
+        state.launch_run(posted, principal)
     if wants_stream(request):
         return sse(state.run_manager, principal.tenant_id, posted.run.id)
     return await wait_for_json(request, principal, posted.run.id,

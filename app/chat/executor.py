@@ -25,7 +25,7 @@ from app.chat import stream as parts
 from app.chat.history import History, build_messages
 from app.chat.models import LlmContext, Message, Run, Thread, ToolCallRecord
 from app.chat.runs import RunHandle, RunManager
-from app.chat.service import payload_of
+from app.chat.service import PostedMessage, payload_of
 from app.db.tenancy import set_tenant
 from app.executions.models import Execution
 from app.llm.base import ChatMessage, ChatRequest, Finish, TextDelta, ToolCall, ToolCallReady, Usage
@@ -112,13 +112,9 @@ class ReplyExecutor:
         reply = Reply(user_message_id=history.user_message_id)
         current: Round | None = None
         try:
-            handle.emit(parts.start(who.message_id))
-            handle.emit(parts.data("message", {
-                "id": str(history.user_message_id), "sequenceNumber": history.user_sequence,
-                "assistantMessageId": str(who.message_id), "threadId": str(thread.id),
-                "runId": str(handle.run_id)}))
-            if history.budget is not None:
-                handle.emit(parts.data("budget", history.budget))
+            if not handle.parts:  # else the post transaction stored them already
+                for part in opening_parts(claimed, handle.run_id):
+                    handle.emit(part)
             messages = history.messages
             tool_specs = self.tools.specs(list(context.tools_available or []))
             model = history.model_override or context.model_used or self.settings.default_model
@@ -184,23 +180,39 @@ class ReplyExecutor:
             return await self.claim(session, handle.run_id)
 
     async def claim(self, session: AsyncSession, run_id: uuid.UUID) -> Claimed | None:
-        """Mark a queued run running here and load what its reply needs, in the caller's tx.
-
-        The post transaction calls this for a run that is first in line, so a turn reaches
-        the provider after a single commit; other runs claim in `_begin` when their turn comes.
-        """
+        """Mark a queued run running here and load what its reply needs, in the caller's tx."""
         run = await session.get(Run, run_id, with_for_update=True)
         if run is None or run.status != "queued":
             return None
         run.status, run.worker_id = "running", self.manager.worker_id
         thread = await session.get(Thread, run.thread_id)
+        assert thread is not None
+        reply = await session.get(Message, run.assistant_message_id)
+        return await self._load(session, run, thread, reply)
+
+    async def start_posted(self, session: AsyncSession, posted: PostedMessage) -> RunHandle:
+        """A run created running (first in line): load it and store its opening parts.
+
+        Called inside the post transaction, so a turn reaches the provider after a single
+        commit and a reader's first parts are already stored when its stream starts.
+        """
+        run, thread = posted.run, posted.thread
+        assert thread is not None
+        claimed = await self._load(session, run, thread, posted.assistant_message)
+        handle = RunHandle(run_id=run.id, thread_id=run.thread_id, tenant_id=run.tenant_id,
+                           order=posted.user_message.sequence_number, claimed=claimed)
+        for part in opening_parts(claimed, run.id):
+            handle.emit(part)
+        await RunManager.write_parts(session, [handle], notify=False)
+        return handle
+
+    async def _load(self, session: AsyncSession, run: Run, thread: Thread,
+                    reply: Message | None) -> Claimed:
         context = (await session.scalars(
             select(LlmContext).where(LlmContext.thread_id == run.thread_id))).one()
-        assert thread is not None
         assert run.assistant_message_id is not None
         execution = (await session.get(Execution, thread.workflow_execution_id)
                      if thread.workflow_execution_id else None)
-        reply = await session.get(Message, run.assistant_message_id)
         directives = (reply.metadata_ if reply else None) or {}
         history = await build_messages(
             session, thread, context, run,
@@ -429,6 +441,18 @@ async def with_db_retries(write: Callable[[], Awaitable[None]], *, attempts: int
             if not transient or attempt == attempts - 1:
                 raise
             await asyncio.sleep(min(0.2 * 2**attempt, 4.0))
+
+
+def opening_parts(claimed: Claimed, run_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The parts every reply starts with: its ids, then the budget verdict if any."""
+    who, history = claimed.who, claimed.history
+    opening = [parts.start(who.message_id), parts.data("message", {
+        "id": str(history.user_message_id), "sequenceNumber": history.user_sequence,
+        "assistantMessageId": str(who.message_id), "threadId": str(claimed.thread.id),
+        "runId": str(run_id)})]
+    if history.budget is not None:
+        opening.append(parts.data("budget", history.budget))
+    return opening
 
 
 def text_part_id(current: Round) -> str:

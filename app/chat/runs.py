@@ -232,7 +232,7 @@ class RunManager:
                 self.handles[run_id].stop.set()
 
     @staticmethod
-    async def write_parts(session: AsyncSession, handles: list[RunHandle]
+    async def write_parts(session: AsyncSession, handles: list[RunHandle], *, notify: bool = True
                           ) -> list[tuple[RunHandle, int]]:
         """Insert the parts not yet stored (idempotent) and wake followers on other workers."""
         runs, seqs, parts, marks = [], [], [], []
@@ -250,6 +250,7 @@ class RunManager:
                 " FROM unnest(CAST(:runs AS uuid[]), CAST(:seqs AS int[]),"
                 " CAST(:parts AS text[])) AS x(r, s, p) ON CONFLICT DO NOTHING"),
                 {"runs": runs, "seqs": seqs, "parts": parts})
+        if runs and notify:
             await session.execute(text(
                 "SELECT pg_notify('chatbranch_runs', r) FROM unnest(CAST(:ids AS text[])) r"),
                 {"ids": sorted(set(runs))})

@@ -30,7 +30,8 @@ class PostedMessage:
     user_message: Message
     assistant_message: Message
     created: bool  # False when an Idempotency-Key replayed an earlier request
-    first_in_line: bool = False  # no earlier reply of the thread is still queued or running
+    first_in_line: bool = False  # created running: no earlier reply was queued or running
+    thread: Thread | None = None  # the thread, row-locked by this transaction
 
 
 def request_hash(*parts: str) -> str:
@@ -52,9 +53,13 @@ async def get_thread(session: AsyncSession, thread_id: str | uuid.UUID, *,
 
 
 async def post_message(session: AsyncSession, principal: Principal, thread_id: str, content: str,
-                       idempotency_key: str | None, prices: PriceBook | None = None
-                       ) -> PostedMessage:
-    """Commit the user message and a queued run, in the caller's transaction."""
+                       idempotency_key: str | None, prices: PriceBook | None = None, *,
+                       start_as: str | None = None) -> PostedMessage:
+    """Commit the user message and a queued run, in the caller's transaction.
+
+    With `start_as` (a worker id) a run that is first in line is created running on that
+    worker, which then starts it right after the commit.
+    """
     fingerprint = request_hash(str(thread_id), content)
     if idempotency_key:
         replay = await _claim_idempotency_key(session, principal, idempotency_key, fingerprint,
@@ -82,8 +87,11 @@ async def post_message(session: AsyncSession, principal: Principal, thread_id: s
         " LIMIT 1"), {"t": thread.id})).first()
     session.add_all([user_message, assistant])
     await session.flush()
+    first_in_line = busy is None and start_as is not None
     run = Run(tenant_id=principal.tenant_id, thread_id=thread.id, user_id=principal.user_id,
-              user_message_id=user_message.id, assistant_message_id=assistant.id)
+              user_message_id=user_message.id, assistant_message_id=assistant.id,
+              status="running" if first_in_line else "queued",
+              worker_id=start_as if first_in_line else None)
     session.add(run)
     thread.last_sequence_number = user_seq + 1
     thread.total_messages = (thread.total_messages or 0) + 2
@@ -92,7 +100,8 @@ async def post_message(session: AsyncSession, principal: Principal, thread_id: s
         await session.execute(text(
             "UPDATE idempotency_keys SET run_id = :r WHERE tenant_id = :t AND key = :k"),
             {"r": run.id, "t": principal.tenant_id, "k": idempotency_key})
-    return PostedMessage(run, user_message, assistant, created=True, first_in_line=busy is None)
+    return PostedMessage(run, user_message, assistant, created=True,
+                         first_in_line=first_in_line, thread=thread)
 
 
 async def _budget(session: AsyncSession, principal: Principal, thread: Thread,
