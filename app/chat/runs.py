@@ -29,6 +29,24 @@ log = logging.getLogger(__name__)
 FINAL_STATUSES = frozenset({"complete", "stopped", "interrupted", "error"})
 
 
+# The flusher's one statement: insert new parts (idempotent), wake readers on other workers,
+# record the runs' heartbeat and last stored part, and say which runs were asked to stop.
+_FLUSH = """
+WITH added AS (
+  INSERT INTO run_events (run_id, seq, tenant_id, part)
+  SELECT r, s, current_setting('app.tenant_id')::uuid, p::jsonb
+  FROM unnest($1::uuid[], $2::int[], $3::text[]) AS x(r, s, p)
+  ON CONFLICT DO NOTHING RETURNING run_id
+), woken AS (
+  SELECT pg_notify('chatbranch_runs', d.run_id::text) FROM (SELECT DISTINCT run_id FROM added) d
+)
+UPDATE thread_runs t SET heartbeat_at = now(), last_event_seq = GREATEST(t.last_event_seq, x.last)
+FROM unnest($4::uuid[], $5::int[]) AS x(id, last)
+WHERE t.id = x.id AND (SELECT count(*) FROM woken) >= 0
+RETURNING t.id, t.stop_requested
+"""
+
+
 @dataclass
 class RunHandle:
     """A run executing in this worker: its parts so far and how to stop it."""
@@ -213,18 +231,40 @@ class RunManager:
                         log.exception("flushing run events failed (retrying every tick)")
 
     async def _flush_tenant(self, tenant_id: uuid.UUID, handles: list[RunHandle]) -> None:
-        async with self.sessionmaker() as session, session.begin():
-            # Stream parts are many and small; a worker crash cannot lose a committed one, and
-            # the reply's ending (its text, usage and last parts) is committed durably.
-            await set_tenant(session, tenant_id, durable_commit=False)
-            marks = await self.write_parts(session, handles)
-            stopped = (await session.execute(text(
-                "UPDATE thread_runs t SET heartbeat_at = now(),"
-                " last_event_seq = GREATEST(t.last_event_seq, x.last)"
-                " FROM unnest(CAST(:ids AS uuid[]), CAST(:lasts AS int[])) AS x(id, last)"
-                " WHERE t.id = x.id RETURNING t.id, t.stop_requested"),
-                {"ids": [str(h.run_id) for h, _ in marks],
-                 "lasts": [end for _, end in marks]})).all()
+        """One tenant's new parts and heartbeats in three round trips on the driver itself.
+
+        This sits between every token and its readers, so it skips the ORM: begin and scope in
+        one simple query, then one statement inserting the parts, notifying other workers and
+        beating the runs' hearts, then commit. Stream parts are many and small, so the commit
+        does not wait for the disk: a worker crash cannot lose a committed part, and the reply's
+        ending (its text, usage and last parts) is committed durably by `_finish`.
+        """
+        runs, seqs, payloads, marks = [], [], [], []
+        for handle in handles:
+            end = len(handle.parts)
+            for seq in range(handle.flushed + 1, end + 1):
+                runs.append(handle.run_id)
+                seqs.append(seq)
+                payloads.append(json.dumps(handle.parts[seq - 1], default=str))
+            marks.append((handle, end))
+        scope = str(uuid.UUID(str(tenant_id)))  # a UUID's text: safe to write into the query
+        async with self.engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            await driver.execute(
+                f"BEGIN; SELECT set_config('app.tenant_id', '{scope}', true),"
+                " set_config('synchronous_commit', 'off', true)")
+            try:
+                stopped = await driver.fetch(_FLUSH, runs, seqs, payloads,
+                                             [h.run_id for h, _ in marks],
+                                             [end for _, end in marks])
+                await driver.execute("COMMIT")
+            except BaseException:
+                if driver.is_closed():
+                    await conn.invalidate()  # the pool must not hand out a dead connection
+                else:
+                    await driver.execute("ROLLBACK")
+                raise
         for handle, end in marks:
             handle.mark_stored(end)
         for run_id, stop_requested in stopped:

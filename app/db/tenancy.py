@@ -14,13 +14,6 @@ _SET_SCOPE = text(
     " set_config('app.user_id', :user_id, true),"
     " set_config('app.change_description', :change_description, true)"
 )
-# The same, for a transaction whose commit need not wait for the disk (see `set_tenant`).
-_SET_SCOPE_ASYNC_COMMIT = text(
-    "SELECT set_config('app.tenant_id', :tenant_id, true),"
-    " set_config('app.user_id', :user_id, true),"
-    " set_config('app.change_description', :change_description, true),"
-    " set_config('synchronous_commit', 'off', true)"
-)
 
 
 async def set_tenant(
@@ -28,16 +21,10 @@ async def set_tenant(
     tenant_id: UUID | str,
     user_id: UUID | str | None = None,
     change_description: str | None = None,
-    *,
-    durable_commit: bool = True,
 ) -> None:
-    """Scope the current transaction to a tenant (transaction-local: pools never leak it).
-
-    `durable_commit=False` lets the commit return before its WAL reaches the disk: only a
-    crash of PostgreSQL itself (not of a worker) can lose such a transaction's last moments.
-    """
+    """Scope the current transaction to a tenant (transaction-local: pools never leak it)."""
     await session.execute(
-        _SET_SCOPE if durable_commit else _SET_SCOPE_ASYNC_COMMIT,
+        _SET_SCOPE,
         {
             "tenant_id": str(tenant_id),
             "user_id": str(user_id) if user_id else "",
