@@ -39,6 +39,11 @@ def wants_stream(request: Request[Any, Any, Any]) -> bool:
     return "text/event-stream" in request.headers.get("accept", "")
 
 
+def _is_finish(part: str) -> bool:
+    """True for the `finish` part (parsed only when the text could be one)."""
+    return '"finish"' in part and json.loads(part).get("type") == "finish"
+
+
 def sse(manager: RunManager, tenant_id: uuid.UUID, run_id: uuid.UUID, after: int = 0,
         status_code: int = 200) -> ServerSentEvent:
     """Stream a run's parts after `after`, each with its id, then `[DONE]`."""
@@ -46,14 +51,12 @@ def sse(manager: RunManager, tenant_id: uuid.UUID, run_id: uuid.UUID, after: int
     async def events() -> AsyncIterator[ServerSentEventMessage]:
         last, finished = after, False
         async for seq, part in manager.follow(tenant_id, run_id, after):
-            last, finished = seq, part.get("type") == "finish"
-            yield ServerSentEventMessage(data=json.dumps(part, separators=(",", ":")),
-                                         id=parts.event_id(run_id, seq))
+            last, finished = seq, _is_finish(part)
+            yield ServerSentEventMessage(data=part, id=parts.event_id(run_id, seq))
         if not finished:  # the run ended here abnormally: its ending comes from the database
             async for seq, part in manager._follow_stored(tenant_id, run_id, last):
                 last = seq
-                yield ServerSentEventMessage(data=json.dumps(part, separators=(",", ":")),
-                                             id=parts.event_id(run_id, seq))
+                yield ServerSentEventMessage(data=part, id=parts.event_id(run_id, seq))
         yield ServerSentEventMessage(data=parts.DONE, id=parts.event_id(run_id, last + 1))
 
     return UIMessageStream(events(), headers=parts.STREAM_HEADERS, status_code=status_code)
