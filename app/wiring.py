@@ -62,10 +62,12 @@ def wire_services(state: Any, settings: Settings) -> None:
                              providers=state.providers, tools=state.tools, prices=state.prices,
                              services=state)
 
-    def launch_run(posted: PostedMessage, principal: Any) -> RunHandle:
-        handle = RunHandle(run_id=posted.run.id, thread_id=posted.run.thread_id,
-                           tenant_id=posted.run.tenant_id,
-                           order=posted.user_message.sequence_number)
+    def launch_run(posted: PostedMessage, principal: Any,
+                   started: RunHandle | None = None) -> RunHandle:
+        """Run the posted reply here; `started` when the post transaction already began it."""
+        handle = started or RunHandle(run_id=posted.run.id, thread_id=posted.run.thread_id,
+                                      tenant_id=posted.run.tenant_id,
+                                      order=posted.user_message.sequence_number)
         state.run_manager.launch(handle, executor)
         return handle
 

@@ -102,9 +102,8 @@ async def post_and_answer(request: Request[Any, Any, Any], principal: Any, threa
             "tokens)", errors=[decision.part()]) from exc
     if started is not None:
         started.mark_stored(len(started.parts))  # committed with the message
-        state.run_manager.launch(started, state.reply_executor)
-    elif posted.created:
-        state.launch_run(posted, principal)
+    if posted.created:
+        state.launch_run(posted, principal, started)
     if wants_stream(request):
         return sse(state.run_manager, principal.tenant_id, posted.run.id)
     return await wait_for_json(request, principal, posted.run.id,

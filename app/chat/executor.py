@@ -175,20 +175,17 @@ class ReplyExecutor:
         await self._finish(handle, who, reply)
 
     async def _begin(self, handle: RunHandle) -> Claimed | None:
+        """Mark a queued run running here, when its turn came, and load what its reply needs."""
         async with self.manager.sessionmaker() as session, session.begin():
             await set_tenant(session, handle.tenant_id)
-            return await self.claim(session, handle.run_id)
-
-    async def claim(self, session: AsyncSession, run_id: uuid.UUID) -> Claimed | None:
-        """Mark a queued run running here and load what its reply needs, in the caller's tx."""
-        run = await session.get(Run, run_id, with_for_update=True)
-        if run is None or run.status != "queued":
-            return None
-        run.status, run.worker_id = "running", self.manager.worker_id
-        thread = await session.get(Thread, run.thread_id)
-        assert thread is not None
-        reply = await session.get(Message, run.assistant_message_id)
-        return await self._load(session, run, thread, reply)
+            run = await session.get(Run, handle.run_id, with_for_update=True)
+            if run is None or run.status != "queued":
+                return None
+            run.status, run.worker_id = "running", self.manager.worker_id
+            thread = await session.get(Thread, run.thread_id)
+            assert thread is not None
+            reply = await session.get(Message, run.assistant_message_id)
+            return await self._load(session, run, thread, reply)
 
     async def start_posted(self, session: AsyncSession, posted: PostedMessage) -> RunHandle:
         """A run created running (first in line): load it and store its opening parts.
@@ -384,7 +381,7 @@ class ReplyExecutor:
         """Make the reply final: message, usage part, run status, all in one transaction."""
         await with_db_retries(lambda: self._finish_once(handle, who, reply))
         handle.mark_stored(len(handle.parts))
-        handle.close(reply.status, {"status": reply.status})
+        handle.close(reply.status)
 
     async def _finish_once(self, handle: RunHandle, who: CallAttribution, reply: Reply) -> None:
         content = "".join(reply.text)

@@ -61,7 +61,6 @@ class RunHandle:
     status: str = "queued"
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
-    result: dict[str, Any] | None = None
     task: asyncio.Task[None] | None = None
     heartbeat_at: float = 0.0
     claimed: Any = None  # set when the post transaction already started the run (first in line)
@@ -92,9 +91,9 @@ class RunHandle:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def close(self, status: str, result: dict[str, Any] | None = None) -> None:
+    def close(self, status: str) -> None:
         """No more parts will come."""
-        self.done, self.status, self.result = True, status, result
+        self.done, self.status = True, status
         self._wake()
         self.finished.set()
 
@@ -118,6 +117,23 @@ class RunHandle:
                 await self._changed.wait()
         finally:
             self.followers -= 1
+
+
+def _unstored(handles: list[RunHandle]) -> tuple[list[uuid.UUID], list[int], list[str],
+                                                 list[tuple[RunHandle, int]]]:
+    """(run ids, sequence numbers, texts) of the parts not yet stored; each handle's end."""
+    runs: list[uuid.UUID] = []
+    seqs: list[int] = []
+    texts: list[str] = []
+    marks: list[tuple[RunHandle, int]] = []
+    for handle in handles:
+        end = len(handle.parts)
+        for seq in range(handle.flushed + 1, end + 1):
+            runs.append(handle.run_id)
+            seqs.append(seq)
+            texts.append(handle.parts[seq - 1])
+        marks.append((handle, end))
+    return runs, seqs, texts, marks
 
 
 class RunManager:
@@ -243,14 +259,7 @@ class RunManager:
         does not wait for the disk: a worker crash cannot lose a committed part, and the reply's
         ending (its text, usage and last parts) is committed durably by `_finish`.
         """
-        runs, seqs, payloads, marks = [], [], [], []
-        for handle in handles:
-            end = len(handle.parts)
-            for seq in range(handle.flushed + 1, end + 1):
-                runs.append(handle.run_id)
-                seqs.append(seq)
-                payloads.append(handle.parts[seq - 1])
-            marks.append((handle, end))
+        runs, seqs, payloads, marks = _unstored(handles)
         scope = str(uuid.UUID(str(tenant_id)))  # a UUID's text: safe to write into the query
         async with self.engine.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
@@ -279,25 +288,18 @@ class RunManager:
     async def write_parts(session: AsyncSession, handles: list[RunHandle], *, notify: bool = True
                           ) -> list[tuple[RunHandle, int]]:
         """Insert the parts not yet stored (idempotent) and wake followers on other workers."""
-        runs, seqs, parts, marks = [], [], [], []
-        for handle in handles:
-            end = len(handle.parts)
-            for seq in range(handle.flushed + 1, end + 1):
-                runs.append(str(handle.run_id))
-                seqs.append(seq)
-                parts.append(handle.parts[seq - 1])
-            marks.append((handle, end))
+        runs, seqs, parts, marks = _unstored(handles)
         if runs:
             await session.execute(text(
                 "INSERT INTO run_events (run_id, seq, tenant_id, part)"
                 " SELECT r, s, current_setting('app.tenant_id')::uuid, p::jsonb"
                 " FROM unnest(CAST(:runs AS uuid[]), CAST(:seqs AS int[]),"
                 " CAST(:parts AS text[])) AS x(r, s, p) ON CONFLICT DO NOTHING"),
-                {"runs": runs, "seqs": seqs, "parts": parts})
+                {"runs": [str(r) for r in runs], "seqs": seqs, "parts": parts})
         if runs and notify:
             await session.execute(text(
                 "SELECT pg_notify('chatbranch_runs', r) FROM unnest(CAST(:ids AS text[])) r"),
-                {"ids": sorted(set(runs))})
+                {"ids": sorted({str(r) for r in runs})})
         return marks
 
     async def _flush_loop(self) -> None:

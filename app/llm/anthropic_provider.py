@@ -26,6 +26,7 @@ from app.llm.base import (
     Usage,
     parse_tool_arguments,
     stream_with_retries,
+    untransformed,
     wire_model_name,
 )
 from app.llm.errors import (
@@ -166,17 +167,6 @@ def translate_anthropic_error(exc: Exception) -> ProviderError:
     return ProviderError(f"anthropic: {exc}", retryable=True)
 
 
-def _untransformed(params: dict[str, Any]) -> dict[str, Any]:
-    """`params` with the conversation and tools in `extra_body`, which the SDK sends as given.
-
-    As in the OpenAI provider: the SDK's TypedDict-driven transform of these already wire-shaped
-    dicts costs more CPU than the rest of the call; the body on the wire is the same.
-    """
-    heavy = {key: params[key] for key in ("messages", "system", "tools") if key in params}
-    light = {key: value for key, value in params.items() if key not in heavy}
-    return {**light, "messages": [], "extra_body": heavy}
-
-
 class AnthropicProvider:
     """Streams Anthropic Messages with tool use and cumulative usage."""
 
@@ -236,7 +226,8 @@ class AnthropicProvider:
         tool_blocks: dict[int, dict[str, str]] = {}
         stop_reason: str | None = None
         try:
-            stream = await self._client.messages.create(**_untransformed(self._params(request)))
+            params = untransformed(self._params(request), ("messages", "system", "tools"))
+            stream = await self._client.messages.create(**params)
             try:
                 async for event in stream:
                     if event.type == "message_start":

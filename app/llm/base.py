@@ -140,6 +140,19 @@ def wire_model_name(model: str) -> str:
     return model
 
 
+def untransformed(params: dict[str, Any], wire_ready: tuple[str, ...]) -> dict[str, Any]:
+    """SDK call parameters with the `wire_ready` ones moved to `extra_body`, sent as given.
+
+    Both SDKs walk every named parameter through a TypedDict-driven transform (aliases, dates):
+    for a conversation's messages and tool schemas, already in wire form, that walk cost a
+    third of a turn's CPU. `messages` stays named (both require it) but empty; the body on the
+    wire is the same because `extra_body` is merged over the named parameters.
+    """
+    moved = {key: params[key] for key in wire_ready if key in params}
+    kept = {key: value for key, value in params.items() if key not in moved}
+    return {**kept, "messages": [], "extra_body": moved}
+
+
 def parse_tool_arguments(raw: str) -> dict[str, Any]:
     """Parse streamed tool arguments.
 

@@ -22,6 +22,7 @@ from app.llm.base import (
     Usage,
     parse_tool_arguments,
     stream_with_retries,
+    untransformed,
     wire_model_name,
 )
 from app.llm.errors import (
@@ -186,18 +187,6 @@ async def _chunks(body: AsyncIterator[bytes]) -> AsyncIterator[_Chunk]:
                 event = b""
 
 
-def _untransformed(params: dict[str, Any]) -> dict[str, Any]:
-    """`params` with messages and tools moved to `extra_body`, which the SDK sends as given.
-
-    The SDK walks every named parameter through a TypedDict-driven transform (aliases, dates):
-    for a conversation's messages and tool schemas that walk was a third of a turn's CPU, and
-    these dicts are already in wire form. The request body on the wire is the same.
-    """
-    heavy = {key: params[key] for key in ("messages", "tools") if key in params}
-    return {**params, "messages": [], **({"tools": []} if "tools" in heavy else {}),
-            "extra_body": heavy}
-
-
 class OpenAIProvider:
     """Streams Chat Completions with usage; any OpenAI-compatible server via `base_url`."""
 
@@ -272,7 +261,7 @@ class OpenAIProvider:
             # The SDK sends the request (auth, headers, status errors); the stream's chunks are
             # decoded here with msgspec, not into a pydantic model per token (its main CPU cost).
             async with self._client.chat.completions.with_streaming_response.create(
-                    **_untransformed(self._params(request))) as response:
+                    **untransformed(self._params(request), ("messages", "tools"))) as response:
                 async for chunk in _chunks(response.iter_bytes()):
                     model = chunk.model or model
                     if chunk.usage is not None:

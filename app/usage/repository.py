@@ -46,10 +46,10 @@ LEDGER_COLUMNS = (
 )
 
 
-def _where(tenant_id: uuid.UUID, start: datetime, end: datetime,
-           filters: UsageFilters) -> tuple[str, dict[str, Any]]:
+def _where(tenant_id: uuid.UUID, start: datetime, end: datetime, filters: UsageFilters,
+           time_column: str = "l.created_at") -> tuple[str, dict[str, Any]]:
     """The WHERE clause and its parameters; the tenant is named even though RLS also applies."""
-    clauses = ["l.tenant_id = :tenant_id", "l.created_at >= :start", "l.created_at < :end"]
+    clauses = ["l.tenant_id = :tenant_id", f"{time_column} >= :start", f"{time_column} < :end"]
     params: dict[str, Any] = {"tenant_id": tenant_id, "start": start, "end": end}
     for attribute, column, element in _FILTER_COLUMNS:
         values = getattr(filters, attribute)
@@ -91,15 +91,21 @@ def bucket_sums_sql(tenant_id: uuid.UUID, *, origin: datetime, start: datetime, 
                   filters=filters)
 
 
+def _grouping(group_by: Sequence[str]) -> tuple[str, str, str]:
+    """The group keys as select items (g0, g1, ...), GROUP BY positions and ORDER BY terms."""
+    groups = [GROUP_KEYS[name].sql for name in group_by]
+    selected = "".join(f", {sql} AS g{i}" for i, sql in enumerate(groups))
+    positions = "".join(f", {i + 2}" for i in range(len(groups)))
+    order = "".join(f", {i + 2} NULLS LAST" for i in range(len(groups)))
+    return selected, positions, order
+
+
 def ledger_sql(tenant_id: uuid.UUID, *, origin: datetime, start: datetime, end: datetime,
                width: timedelta, group_by: Sequence[str],
                filters: UsageFilters) -> tuple[str, dict[str, Any]]:
     """`bucket_sums_sql` over the ledger rows themselves: any grouping, any filter."""
     where, params = _where(tenant_id, start, end, filters)
-    groups = [GROUP_KEYS[name].sql for name in group_by]
-    selected = "".join(f", {sql} AS g{i}" for i, sql in enumerate(groups))
-    positions = "".join(f", {i + 2}" for i in range(len(groups)))
-    order = "".join(f", {i + 2} NULLS LAST" for i in range(len(groups)))
+    selected, positions, order = _grouping(group_by)
     joins = _UNNEST_TOOLS if "tool" in group_by else ""
     # The planner cannot see through date_bin that a month of rows makes a few hundred groups;
     # asked for sorted output it sorts every row to group them. Planned on its own (a
@@ -123,12 +129,8 @@ def rollup_sql(tenant_id: uuid.UUID, *, origin: datetime, start: datetime, end: 
                 width: timedelta, group_by: Sequence[str],
                 filters: UsageFilters) -> tuple[str, dict[str, Any]]:
     """`bucket_sums_sql` over the hourly rollup: the same columns, a few thousand rows read."""
-    where, params = _where(tenant_id, start, end, filters)
-    where = where.replace("l.created_at", "l.hour")
-    groups = [GROUP_KEYS[name].sql for name in group_by]
-    selected = "".join(f", {sql} AS g{i}" for i, sql in enumerate(groups))
-    positions = "".join(f", {i + 2}" for i in range(len(groups)))
-    order = "".join(f", {i + 2} NULLS LAST" for i in range(len(groups)))
+    where, params = _where(tenant_id, start, end, filters, time_column="l.hour")
+    selected, positions, order = _grouping(group_by)
     sql = (
         "SELECT date_bin(CAST(:width AS interval), l.hour, :origin) AS bucket"
         f"{selected}, {_ROLLUP_SUMS}"
