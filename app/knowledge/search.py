@@ -80,10 +80,10 @@ async def search_knowledge(
     text_ranks: list[tuple[uuid.UUID, float]] = []
     if mode in ("hybrid", "vector") and query:
         vector_ranks = await _vector_leg(
-            db, embedder, query, scope_sql, params, depth, exact_scan_limit
+            db, embedder, query, tenant_id, customer, depth, exact_scan_limit
         )
     if mode in ("hybrid", "text") and query:
-        text_ranks = await _text_leg(db, query, scope_sql, params, depth)
+        text_ranks = await _text_leg(db, query, tenant_id, customer, depth)
     if mode == "vector":
         ranked = [(cid, 1.0 - dist) for cid, dist in vector_ranks[:k]]
     elif mode == "text":
@@ -110,15 +110,18 @@ def fuse(rankings: list[list[tuple[uuid.UUID, float]]], k: int) -> list[tuple[uu
     return [(cid, scores[cid]) for cid in order[:k]]
 
 
-def _scope(tenant_id: uuid.UUID, customer: CustomerScope) -> tuple[str, dict[str, Any]]:
+def _scope(
+    tenant_id: uuid.UUID, customer: CustomerScope, alias: str = "c"
+) -> tuple[str, dict[str, Any]]:
     params: dict[str, Any] = {"tenant_id": tenant_id}
     if customer is ALL_CUSTOMERS:
-        return "c.tenant_id = :tenant_id", params
+        return f"{alias}.tenant_id = :tenant_id", params
     if customer is None:
-        return "c.tenant_id = :tenant_id AND c.customer_id IS NULL", params
+        return f"{alias}.tenant_id = :tenant_id AND {alias}.customer_id IS NULL", params
     params["customer_id"] = customer
     return (
-        "c.tenant_id = :tenant_id AND (c.customer_id IS NULL OR c.customer_id = :customer_id)",
+        f"{alias}.tenant_id = :tenant_id"
+        f" AND ({alias}.customer_id IS NULL OR {alias}.customer_id = :customer_id)",
         params,
     )
 
@@ -127,8 +130,8 @@ async def _vector_leg(
     db: Executor,
     embedder: Embedder,
     query: str,
-    scope_sql: str,
-    params: dict[str, Any],
+    tenant_id: uuid.UUID,
+    customer: CustomerScope,
     depth: int,
     exact_scan_limit: int,
 ) -> list[tuple[uuid.UUID, float]]:
@@ -136,24 +139,22 @@ async def _vector_leg(
     [vector] = await embedder.embed([query])
     if not any(vector) or any(math.isnan(v) for v in vector):
         return []  # no words the embedder knows: a zero vector has no direction to compare
+    scope_sql, params = _scope(tenant_id, customer)
     where = f"{scope_sql} AND {model_filter(embedder.model, embedder.dims)}"
     args = {**params, "q": repository.vector_literal(vector), "n": depth}
+    # The scope's size (every model's chunks: an upper bound of this model's) is kept by the
+    # chunk statements (migration 0009); the HNSW settings ride along in the same round trip.
+    sizes_sql, _ = _scope(tenant_id, customer, alias="s")
     in_scope = (
         await db.execute(
-            text(f"SELECT count(*) FROM (SELECT 1 FROM knowledge_chunks c WHERE {where}"
-                 " LIMIT :cap) AS s"),
-            # Bounded: exact below the cap, and "at least depth + 1" tells the leg enough.
-            {**params, "cap": max(exact_scan_limit, depth) + 1},
+            text("SELECT coalesce(sum(s.chunks), 0) AS n,"
+                 " set_config('hnsw.ef_search', :ef, true),"
+                 " set_config('hnsw.iterative_scan', 'relaxed_order', true)"
+                 f" FROM knowledge_scope_sizes s WHERE {sizes_sql}"),
+            {**params, "ef": str(min(1000, max(100, 2 * depth)))},
         )
     ).scalar_one()
     if in_scope > exact_scan_limit:
-        await db.execute(
-            text(
-                "SELECT set_config('hnsw.ef_search', :ef, true),"
-                " set_config('hnsw.iterative_scan', 'relaxed_order', true)"
-            ),
-            {"ef": str(min(1000, max(100, 2 * depth)))},
-        )
         rows = await db.execute(text(vector_leg_sql(embedder.dims, where, exact=False)), args)
         found = [(row.id, float(row.distance)) for row in rows]
         if len(found) >= min(depth, in_scope):
@@ -196,48 +197,27 @@ def vector_leg_sql(dims: int, where: str, *, exact: bool) -> str:
 
 # PostgreSQL's ranks know nothing of how rare a word is, and a question rarely shares all its
 # words with the answer. So any query word may match, and a chunk scores the BM25-style inverse
-# document frequency (within scope) of the query words it contains, plus ts_rank_cd for
-# proximity, plus a point when it matches the whole websearch query ("phrases", -excluded).
-# Each lexeme is quoted as tsquery input ('' and \\ escaped) so no word is read as an operator.
-# `frequency` and `scope_size` are MATERIALIZED: inlined, the planner recomputes them for every
-# matching chunk (quadratic: 1.3 s instead of 40 ms at 100,000 chunks).
-_TEXT_QUERY = r"""
-WITH terms AS (
-  SELECT DISTINCT '''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || '''' AS quoted
-  FROM unnest(tsvector_to_array(to_tsvector('english', :query))) AS lexeme
-),
-q AS (
-  SELECT websearch_to_tsquery('english', :query) AS strict_query,
-         CAST(string_agg(quoted, ' | ') AS tsquery) AS any_query,
-         array_agg(CAST(quoted AS tsquery)) AS each_term
-  FROM terms
-),
-matches AS MATERIALIZED (
-  SELECT c.id, c.search_vector FROM knowledge_chunks c, q
-  WHERE {scope} AND c.search_vector @@ q.any_query
-),
-frequency AS MATERIALIZED (
-  SELECT t.term, count(*) AS n FROM q, unnest(q.each_term) AS t(term)
-  JOIN matches m ON m.search_vector @@ t.term GROUP BY t.term
-),
-scope_size AS MATERIALIZED (SELECT count(*) AS n FROM knowledge_chunks c WHERE {scope})
-SELECT m.id,
-       (SELECT coalesce(sum(ln(1 + (s.n - f.n + 0.5) / (f.n + 0.5))), 0)
-        FROM frequency f WHERE m.search_vector @@ f.term)
-       + ts_rank_cd(m.search_vector, q.any_query, 1)
-       + CASE WHEN m.search_vector @@ q.strict_query THEN 1.0 ELSE 0.0 END AS rank
-FROM matches m, q, scope_size s
-ORDER BY rank DESC, m.id
-LIMIT :n
-"""
+# document frequency (within scope) of the query words it contains, plus a point when it matches
+# the whole websearch query ("phrases", -excluded), plus ts_rank_cd for proximity. The ranking
+# lives in the definer function `knowledge_text_ranks` (migration 0009): run as the runtime role,
+# RLS would keep the full-text index from being used at all.
+_TEXT_RANKS = text(
+    "SELECT id, rank FROM knowledge_text_ranks(:tenant_id, :query, :customer, :every, :n)"
+)
 
 
 async def _text_leg(
-    db: Executor, query: str, scope_sql: str, params: dict[str, Any], depth: int
+    db: Executor, query: str, tenant_id: uuid.UUID, customer: CustomerScope, depth: int
 ) -> list[tuple[uuid.UUID, float]]:
-    """(chunk id, rank), best first, among chunks sharing a word stem with the query."""
+    """(chunk id, rank), best first, among chunks sharing a word stem with the query.
+
+    Empty unless `tenant_id` is the transaction's own (`app.tenant_id`), as RLS would have it.
+    """
+    every = customer is ALL_CUSTOMERS
     rows = await db.execute(
-        text(_TEXT_QUERY.format(scope=scope_sql)), {**params, "query": query, "n": depth}
+        _TEXT_RANKS,
+        {"tenant_id": tenant_id, "query": query, "customer": None if every else customer,
+         "every": every, "n": depth},
     )
     return [(row.id, float(row.rank)) for row in rows]
 

@@ -1,0 +1,162 @@
+"""The full-text leg's definer function (migration 0009): tenant-bound, index-served, and its
+per-scope chunk counts kept exact by the chunk statements themselves."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from app.db.tenancy import set_tenant
+from app.knowledge.embedders import LexicalEmbedder
+from app.knowledge.search import search_knowledge
+from app.knowledge.service import ingest_document
+
+lexical = LexicalEmbedder()
+RANKS = text("SELECT id FROM knowledge_text_ranks(:tenant, :query, :customer, :every, 20)")
+OTHER_FACT = "KESTREL-BLUEJAY-9172"  # only in the other tenant's pricing rules
+SIGNATURE = "knowledge_text_ranks(uuid, text, uuid, boolean, integer)"
+
+
+@pytest.fixture(scope="module")
+def demo(users) -> uuid.UUID:
+    return users["admin@demo.example"].tenant_id
+
+
+@pytest.fixture(scope="module")
+def other(users) -> uuid.UUID:
+    return users["admin@other.example"].tenant_id
+
+
+async def ranked(conn, tenant, query, customer=None, every=True) -> list[uuid.UUID]:
+    rows = await conn.execute(RANKS, {"tenant": tenant, "query": query, "customer": customer,
+                                      "every": every})
+    return list(rows.scalars())
+
+
+async def tenants_of_chunks(owner_engine, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    async with owner_engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT DISTINCT tenant_id FROM knowledge_chunks WHERE id = ANY(:ids)"),
+            {"ids": ids})
+        return set(rows.scalars())
+
+
+async def test_ranks_come_only_from_the_tenant_of_the_transaction(app_engine, demo, other):
+    async with app_engine.connect() as conn:
+        await set_tenant(conn, other)
+        assert await ranked(conn, other, OTHER_FACT)  # control: the fact is findable
+        await conn.rollback()
+        await set_tenant(conn, demo)
+        # Naming the other tenant is not enough: the transaction belongs to Demo.
+        assert await ranked(conn, other, OTHER_FACT) == []
+        assert await ranked(conn, demo, OTHER_FACT) == []
+        await conn.rollback()
+        # No tenant at all: nothing, whoever is named.
+        assert await ranked(conn, other, OTHER_FACT) == []
+
+
+async def test_another_tenants_customer_widens_nothing(app_engine, owner_engine, demo, other):
+    async with owner_engine.connect() as conn:
+        foreign = (await conn.execute(text("SELECT id FROM customers WHERE tenant_id = :t"
+                                           " LIMIT 1"), {"t": other})).scalar_one()
+    async with app_engine.connect() as conn:
+        await set_tenant(conn, demo)
+        found = await ranked(conn, demo, "renewal discount pricing " + OTHER_FACT,
+                             customer=foreign, every=False)
+    assert found  # Demo's general documents still answer
+    assert await tenants_of_chunks(owner_engine, found) == {demo}
+
+
+async def test_only_the_service_role_may_call_it(owner_engine, demo):
+    async with owner_engine.connect() as conn:
+        allowed = (await conn.execute(text(
+            f"SELECT has_function_privilege('chatbranch_app', '{SIGNATURE}', 'EXECUTE'),"
+            f" has_function_privilege('chatbranch_query', '{SIGNATURE}', 'EXECUTE')"))).one()
+        assert tuple(allowed) == (True, False)
+        await conn.rollback()
+        await set_tenant(conn, demo)  # as the database_query tool does, before dropping role
+        await conn.execute(text("SET LOCAL ROLE chatbranch_query"))
+        with pytest.raises(DBAPIError, match="permission denied"):
+            await ranked(conn, demo, "renewal")
+
+
+async def index_scans(conn) -> int:
+    """This transaction's scans of the full-text index so far (its own statistics)."""
+    return (await conn.execute(text(
+        "SELECT pg_stat_get_xact_numscans('knowledge_chunks_search_idx'::regclass)"))).scalar_one()
+
+
+async def test_the_service_roles_text_search_is_served_by_the_full_text_index(owner_engine,
+                                                                              demo):
+    async with owner_engine.connect() as conn:
+        # The demo base is small: any index on the tenant would beat the full-text one. Drop
+        # those for this transaction only (rolled back), and rule out whole-table reads, to see
+        # what the planner does at 100,000 chunks.
+        await conn.execute(text("DROP INDEX knowledge_chunks_tenant_idx"))
+        await conn.execute(text("DROP INDEX knowledge_chunks_model_idx"))
+        await conn.execute(text("SET LOCAL enable_seqscan = off"))
+        await conn.execute(text("SET LOCAL ROLE chatbranch_app"))
+        await set_tenant(conn, demo)
+        # Why the function exists: under RLS a plain match cannot use the index (`@@` is not
+        # leakproof), so it reads every chunk of the tenant.
+        before = await index_scans(conn)
+        await conn.execute(text("SELECT count(*) FROM knowledge_chunks"
+                                " WHERE search_vector @@ to_tsquery('english', 'renewal')"))
+        assert await index_scans(conn) == before
+        hits = await search_knowledge(conn, lexical, tenant_id=demo, query="renewal discount",
+                                      k=5, mode="text")
+        assert hits
+        assert await index_scans(conn) > before
+        await conn.rollback()
+
+
+async def scope_sizes(owner_engine, tenant) -> dict[uuid.UUID | None, int]:
+    async with owner_engine.connect() as conn:
+        kept = dict((await conn.execute(text(
+            "SELECT customer_id, chunks FROM knowledge_scope_sizes WHERE tenant_id = :t"
+            " AND chunks > 0"), {"t": tenant})).all())
+        counted = dict((await conn.execute(text(
+            "SELECT customer_id, count(*) FROM knowledge_chunks WHERE tenant_id = :t"
+            " GROUP BY customer_id"), {"t": tenant})).all())
+    assert kept == counted
+    return kept
+
+
+async def test_scope_sizes_follow_every_insert_and_delete(owner_engine):
+    async with owner_engine.begin() as conn:
+        tenant = (await conn.execute(text(
+            "INSERT INTO tenants (slug, name) VALUES (:s, :s) RETURNING id"),
+            {"s": f"kb-sizes-{uuid.uuid4().hex[:8]}"})).scalar_one()
+        customer = (await conn.execute(text(
+            "INSERT INTO customers (tenant_id, external_key, name, renewal_date)"
+            " VALUES (:t, 'sizes', 'Sizes Co', '2027-01-01') RETURNING id"),
+            {"t": tenant})).scalar_one()
+    long_text = "\n\n".join(f"Section {i}. The renewal clause {i} covers pricing." * 20
+                            for i in range(6))
+    try:
+        async with owner_engine.begin() as conn:
+            await ingest_document(conn, lexical, tenant_id=tenant, title="general",
+                                  content=long_text, source="test://sizes-general.md")
+            await ingest_document(conn, lexical, tenant_id=tenant, customer_id=customer,
+                                  title="notes", content="Sizes Co wants a discount.",
+                                  source="test://sizes-notes.md")
+        sizes = await scope_sizes(owner_engine, tenant)
+        assert sizes[customer] == 1 and sizes[None] > 1
+        async with owner_engine.begin() as conn:  # the same document again: nothing new
+            await ingest_document(conn, lexical, tenant_id=tenant, title="general",
+                                  content=long_text, source="test://sizes-general.md")
+        assert await scope_sizes(owner_engine, tenant) == sizes
+        async with owner_engine.begin() as conn:
+            await conn.execute(text("DELETE FROM knowledge_documents WHERE tenant_id = :t"
+                                    " AND customer_id IS NOT NULL"), {"t": tenant})
+        assert await scope_sizes(owner_engine, tenant) == {None: sizes[None]}
+        async with owner_engine.begin() as conn:
+            with pytest.raises(DBAPIError, match="cannot move to another tenant or customer"):
+                await conn.execute(text("UPDATE knowledge_chunks SET customer_id = :c"
+                                        " WHERE tenant_id = :t"), {"c": customer, "t": tenant})
+    finally:
+        async with owner_engine.begin() as conn:
+            await conn.execute(text("DELETE FROM tenants WHERE id = :t"), {"t": tenant})
