@@ -7,14 +7,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.chat.models import LlmContext, Message, Run, Thread
+from app.chat.models import LlmContext, Run, Thread
 from app.llm.base import ChatMessage
 from app.usage.breakdown import count_cached
-
-FINAL_REPLY_STATUSES = ("complete", "stopped", "interrupted", "error")
 
 
 @dataclass
@@ -40,11 +38,23 @@ def system_prompt(context: LlmContext) -> str:
     return f"{context.system_prompt}\n\n{context_snapshot(context)}"
 
 
-def _stored_tokens(message: Message) -> int:
-    """Tokens of a message's own text, counted once when it was written."""
-    if message.role == "user":
-        return message.tokens_used or 0
-    return int((message.metadata_ or {}).get("contentTokens", 0))
+# The question, then the earlier turns the model may see, newest first, one page at a time:
+# a long thread costs what its newest turns cost, not what all of them do. Plain rows, not ORM
+# objects: nothing here is changed or kept.
+_TURNS = text("""
+WITH question AS (SELECT sequence_number FROM workflow_chat_messages WHERE id = :question)
+SELECT m.id, m.role, m.content, m.sequence_number,
+       CASE WHEN m.role = 'user' THEN coalesce(m.tokens_used, 0)
+            ELSE coalesce((m.metadata->>'contentTokens')::int, 0) END AS tokens
+FROM workflow_chat_messages m, question q
+WHERE m.thread_id = :thread AND m.sequence_number <= q.sequence_number
+  AND m.sequence_number < :before
+  AND (m.id = :question OR m.role = 'user'
+       OR (m.status IN ('complete', 'stopped', 'interrupted', 'error') AND m.content <> ''))
+ORDER BY m.sequence_number DESC
+LIMIT :n
+""")
+PAGE = 50
 
 
 async def build_messages(session: AsyncSession, thread: Thread, context: LlmContext, run: Run,
@@ -53,35 +63,44 @@ async def build_messages(session: AsyncSession, thread: Thread, context: LlmCont
 
     Counts come from the stored per-message numbers, so history is never re-tokenised.
     """
-    rows = (await session.scalars(
-        select(Message).where(Message.thread_id == thread.id)
-        .order_by(Message.sequence_number))).all()
-    by_id = {m.id: m for m in rows}
-    question = by_id[run.user_message_id] if run.user_message_id else None
-    assert question is not None, "a run always answers a stored user message"
-    earlier = [m for m in rows if m.sequence_number < question.sequence_number
-               and (m.role == "user" or (m.status in FINAL_REPLY_STATUSES and m.content))]
-    kept: list[Message] = []
-    used = _stored_tokens(question)
-    for message in reversed(earlier):
-        cost = _stored_tokens(message) + 4
-        if used + cost > budget:
+    assert run.user_message_id is not None, "a run always answers a stored user message"
+    question: Any = None
+    kept: list[Any] = []
+    used = 0
+    before = 2**31 - 1
+    full = False
+    while not full:
+        rows = (await session.execute(_TURNS, {
+            "question": run.user_message_id, "thread": thread.id, "before": before,
+            "n": PAGE})).all()
+        for row in rows:
+            if question is None:
+                assert row.id == run.user_message_id, "the first row is the question itself"
+                question, used = row, row.tokens
+                continue
+            cost = row.tokens + 4
+            if used + cost > budget:
+                full = True
+                break
+            kept.append(row)
+            used += cost
+        if len(rows) < PAGE:
             break
-        kept.append(message)
-        used += cost
+        before = rows[-1].sequence_number
+    assert question is not None, "a run always answers a stored user message"
     kept.reverse()
     segments = {
         "system": count_cached(context.system_prompt),
         "context": count_cached(context_snapshot(context)),
-        "history": used - _stored_tokens(question),
-        "question": _stored_tokens(question),
+        "history": used - question.tokens,
+        "question": question.tokens,
         "overhead": 3 + 4 * (len(kept) + 2),
     }
     messages = [ChatMessage("system", system_prompt(context))]
-    messages += [ChatMessage(_role(m), m.content) for m in kept]
+    messages += [ChatMessage(_role(m.role), m.content) for m in kept]
     messages.append(ChatMessage("user", question.content))
     return History(messages, question.id, question.sequence_number, segments)
 
 
-def _role(message: Message) -> Any:
-    return "assistant" if message.role == "assistant" else "user"
+def _role(role: str) -> Any:
+    return "assistant" if role == "assistant" else "user"
