@@ -101,7 +101,7 @@ async def post_and_answer(request: Request[Any, Any, Any], principal: Any, threa
             f"({decision.used:g} used of {decision.limit:g}; this prompt ~{decision.estimate} "
             "tokens)", errors=[decision.part()]) from exc
     if started is not None:
-        started.mark_stored(len(started.parts))  # committed with the message
+        started.mark_stored(started.count)  # committed with the message
     if posted.created:
         state.launch_run(posted, principal, started)
     if wants_stream(request):

@@ -112,7 +112,7 @@ class ReplyExecutor:
         reply = Reply(user_message_id=history.user_message_id)
         current: Round | None = None
         try:
-            if not handle.parts:  # else the post transaction stored them already
+            if not handle.count:  # else the post transaction stored them already
                 for part in opening_parts(claimed, handle.run_id):
                     handle.emit(part)
             messages = history.messages
@@ -380,12 +380,12 @@ class ReplyExecutor:
     async def _finish(self, handle: RunHandle, who: CallAttribution, reply: Reply) -> None:
         """Make the reply final: message, usage part, run status, all in one transaction."""
         await with_db_retries(lambda: self._finish_once(handle, who, reply))
-        handle.mark_stored(len(handle.parts))
+        handle.mark_stored(handle.count)
         handle.close(reply.status)
 
     async def _finish_once(self, handle: RunHandle, who: CallAttribution, reply: Reply) -> None:
         content = "".join(reply.text)
-        closing = len(handle.parts)  # a retry must not emit the closing parts twice
+        closing = handle.count  # a retry must not emit the closing parts twice
         payload = None
         async with self.manager.sessionmaker() as session, session.begin():
             await set_tenant(session, who.tenant_id)
@@ -409,14 +409,14 @@ class ReplyExecutor:
                 user_message = await session.get(Message, reply.user_message_id)
                 assert user_message is not None
                 payload = await payload_of(session, handle.run_id, user_message, message, rows)
-            del handle.parts[closing:]
+            del handle.parts[closing - handle.base:]
             handle.emit(parts.data("usage", usage_part(rows)))
             handle.emit(parts.finish(reply.status))
             await RunManager.write_parts(session, [handle])
             await session.execute(text(
                 "UPDATE thread_runs SET status = :s, finished_at = now(), last_event_seq = :n,"
                 " error_message = :e WHERE id = :r"),
-                {"s": reply.status, "n": len(handle.parts), "e": reply.error,
+                {"s": reply.status, "n": handle.count, "e": reply.error,
                  "r": handle.run_id})
         handle.payload = payload  # only once committed
 

@@ -27,6 +27,11 @@ from app.db.tenancy import set_tenant
 
 log = logging.getLogger(__name__)
 FINAL_STATUSES = frozenset({"complete", "stopped", "interrupted", "error"})
+# Stored parts every local reader has passed leave memory in batches, but the newest stay: a
+# long reply then holds a window of parts, not all of them. Readers joining later read the
+# released ones from the database.
+KEPT_PARTS = 64
+StoredReader = Callable[[int, int], AsyncIterator[tuple[int, str]]]
 
 
 # The flusher's one statement: insert new parts (idempotent), wake readers on other workers,
@@ -55,7 +60,8 @@ class RunHandle:
     thread_id: uuid.UUID
     tenant_id: uuid.UUID
     order: int = 0  # the user message's sequence number: runs of a thread go in this order
-    parts: list[str] = field(default_factory=list)  # each part's JSON, encoded once at emit
+    parts: list[str] = field(default_factory=list)  # JSON of parts base+1.., encoded at emit
+    base: int = 0  # parts released from memory (all stored); parts[0] is part base + 1
     flushed: int = 0
     done: bool = False
     status: str = "queued"
@@ -69,6 +75,16 @@ class RunHandle:
     wants_payload: bool = False  # a JSON client waits here: the ending builds its answer
     payload: dict[str, Any] | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _positions: list[list[int]] = field(default_factory=list)  # each local reader's last seq
+
+    @property
+    def count(self) -> int:
+        """How many parts the run has emitted (its last sequence number)."""
+        return self.base + len(self.parts)
+
+    def part(self, seq: int) -> str:
+        """The JSON of part `seq`, still in memory."""
+        return self.parts[seq - 1 - self.base]
 
     def emit(self, part: dict[str, Any]) -> int:
         """Append a part; followers see it once it is stored. Returns its sequence number.
@@ -77,9 +93,19 @@ class RunHandle:
         it, and a short string takes a third of the memory of the dict it came from.
         """
         self.parts.append(json.dumps(part, separators=(",", ":"), default=str))
+        if len(self.parts) >= 2 * KEPT_PARTS:
+            self._release()
         if self.followers and self.on_emit is not None:
             self.on_emit()  # someone is reading: store it now, not at the next tick
-        return len(self.parts)
+        return self.count
+
+    def _release(self) -> None:
+        """Drop stored parts every local reader has passed, keeping the newest KEPT_PARTS."""
+        keep_from = min([self.flushed, self.count - KEPT_PARTS]
+                        + [position[0] for position in self._positions])
+        if keep_from > self.base:
+            del self.parts[:keep_from - self.base]
+            self.base = keep_from
 
     def mark_stored(self, upto: int) -> None:
         """Parts up to `upto` are in the database: release them to followers."""
@@ -97,26 +123,38 @@ class RunHandle:
         self._wake()
         self.finished.set()
 
-    async def follow(self, after: int = 0) -> AsyncIterator[tuple[int, str]]:
+    async def follow(self, after: int = 0, stored: StoredReader | None = None
+                     ) -> AsyncIterator[tuple[int, str]]:
         """Yield (seq, part JSON) after `after` as they are stored, until the run is done.
 
         Only stored parts are released: a crash can then never take back a part a client saw,
         and recovery's closing parts never reuse a sequence number a client already has.
+        Parts already gone from memory come from `stored(after, upto)` (the database).
         """
-        index = after
+        position = [after]  # registered first: nothing this reader still needs is released
+        self._positions.append(position)
         self.followers += 1
-        if len(self.parts) > self.flushed and self.on_emit is not None:
+        if self.count > self.flushed and self.on_emit is not None:
             self.on_emit()
         try:
+            if position[0] < self.base:
+                if stored is None:
+                    raise RuntimeError("earlier parts left memory and no reader of them was given")
+                async for seq, part in stored(position[0], self.base):
+                    position[0] = seq
+                    yield seq, part
+                if position[0] < self.base:
+                    raise RuntimeError(f"parts {position[0] + 1}..{self.base} are not stored")
             while True:
-                while index < self.flushed:
-                    index += 1
-                    yield index, self.parts[index - 1]
-                if self.done and index >= self.flushed:
+                while position[0] < self.flushed:
+                    position[0] += 1
+                    yield position[0], self.part(position[0])
+                if self.done and position[0] >= self.flushed:
                     return
                 await self._changed.wait()
         finally:
             self.followers -= 1
+            self._positions.remove(position)
 
 
 def _unstored(handles: list[RunHandle]) -> tuple[list[uuid.UUID], list[int], list[str],
@@ -127,11 +165,11 @@ def _unstored(handles: list[RunHandle]) -> tuple[list[uuid.UUID], list[int], lis
     texts: list[str] = []
     marks: list[tuple[RunHandle, int]] = []
     for handle in handles:
-        end = len(handle.parts)
+        end = handle.count
         for seq in range(handle.flushed + 1, end + 1):
             runs.append(handle.run_id)
             seqs.append(seq)
-            texts.append(handle.parts[seq - 1])
+            texts.append(handle.part(seq))
         marks.append((handle, end))
     return runs, seqs, texts, marks
 
@@ -239,7 +277,7 @@ class RunManager:
             now = asyncio.get_running_loop().time()
             for handle in list(self.handles.values()):
                 # New parts go out at once; an idle run only needs its heartbeat now and then.
-                if len(handle.parts) > handle.flushed or now - handle.heartbeat_at > 1.0:
+                if handle.count > handle.flushed or now - handle.heartbeat_at > 1.0:
                     handle.heartbeat_at = now
                     by_tenant[handle.tenant_id].append(handle)
             for tenant_id, handles in by_tenant.items():
@@ -337,11 +375,25 @@ class RunManager:
         """Parts of a run after `after`: live from memory here, else from the database."""
         handle = self.handles.get(run_id)
         if handle is not None:
-            async for item in handle.follow(after):
+            async for item in handle.follow(after, self._stored_reader(tenant_id, run_id)):
                 yield item
             return
         async for item in self._follow_stored(tenant_id, run_id, after):
             yield item
+
+    def _stored_reader(self, tenant_id: uuid.UUID, run_id: uuid.UUID) -> StoredReader:
+        """Reads a run's stored parts after one sequence number up to another."""
+        async def stored(after: int, upto: int) -> AsyncIterator[tuple[int, str]]:
+            async with self.sessionmaker() as session, session.begin():
+                await set_tenant(session, tenant_id)
+                rows = (await session.execute(text(
+                    "SELECT seq, part::text FROM run_events WHERE run_id = :r"
+                    " AND seq > :a AND seq <= :u ORDER BY seq"),
+                    {"r": run_id, "a": after, "u": upto})).all()
+            for seq, part in rows:
+                yield seq, part
+
+        return stored
 
     async def _follow_stored(self, tenant_id: uuid.UUID, run_id: uuid.UUID, after: int
                              ) -> AsyncIterator[tuple[int, str]]:
@@ -365,7 +417,7 @@ class RunManager:
                 return
             handle = self.handles.get(run_id)
             if handle is not None:  # the run moved here (cannot today, but stay correct)
-                async for item in handle.follow(last):
+                async for item in handle.follow(last, self._stored_reader(tenant_id, run_id)):
                     yield item
                 return
             await asyncio.sleep(0.05 if rows else 0.1)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 import pytest
+from sqlalchemy import text
 
+from app.chat.runs import KEPT_PARTS
 from tests.fakes import (
     AbortReply,
     ErrorReply,
@@ -228,3 +231,35 @@ async def test_fifty_concurrent_posts_keep_sequence_numbers_contiguous(
         assert seqs == list(range(1, 101))
         assert all(m.status == "complete" for m in rows["messages"])
         assert_token_invariants(rows)
+
+
+async def test_a_long_reply_leaves_memory_as_it_is_stored_and_a_late_reader_misses_nothing(
+        http, auth, new_thread, owner_engine, fake_openai, live_app):
+    fake = fake_openai[0]
+    fake.reset()
+    fake.enqueue(text_reply(" ".join(f"word{i}" for i in range(500)), chunk_delay=0.004))
+    thread = await new_thread("openai")
+    _, first = await read_stream(http, "POST", f"/api/threads/{thread}/messages", limit=2,
+                                 headers=auth(), json={"content": "Tell me everything"})
+    run_id = uuid.UUID(first[0].id.rsplit(":", 1)[0])
+    manager = live_app[0].state.run_manager
+    deadline = time.monotonic() + 10
+    while (handle := manager.handles.get(run_id)) is not None and handle.base == 0:
+        assert time.monotonic() < deadline, "no part ever left memory"
+        await asyncio.sleep(0.01)
+    assert handle is not None and not handle.done, "the reply ended before the check"
+    assert len(handle.parts) < 2 * KEPT_PARTS  # a window, not the whole reply
+    # A reader resuming after part 1 needs parts that are now only in the database.
+    _, rest = await read_stream(http, "GET", f"/api/threads/{thread}/stream",
+                                headers={**auth(), "last-event-id": first[0].id})
+    received = [e for e in first[:1] + rest if e.part is not None]  # not the [DONE] line
+    assert [int(e.id.rsplit(":", 1)[1]) for e in received] == list(range(1, len(received) + 1))
+    async with owner_engine.connect() as conn:
+        stored = (await conn.execute(text(
+            "SELECT part FROM run_events WHERE run_id = :r ORDER BY seq"), {"r": run_id})
+        ).scalars().all()
+    assert [e.part for e in received] == stored
+    rows = await thread_rows(owner_engine, thread)
+    text_seen = "".join(e.part["delta"] for e in received if e.part["type"] == "text-delta")
+    assert text_seen == rows["messages"][-1].content and rows["messages"][-1].status == "complete"
+    assert len(received) > 500
