@@ -12,7 +12,7 @@ import httpx
 from bench import context as targets
 from bench.common import quantile
 from bench.context import RunContext, figure, ms
-from bench.load import Outcome, Target, gaps_after, hold_streams, open_loop, send
+from bench.load import Outcome, Target, closed_loop, gaps_after, hold_streams, open_loop, send
 from bench.procs import rss_bytes
 from bench.stack import set_mock
 
@@ -179,6 +179,9 @@ async def _settle(ctx: RunContext) -> None:
     await asyncio.sleep(0.3 if ctx.smoke else 1.0)
 
 
+WARM_CLIENTS = 30  # more than the worker's pool (10 + 10 overflow) can serve at once
+
+
 async def row2_streams(ctx: RunContext) -> dict[str, Any]:
     """Streams one worker holds at 20 ms pacing with added inter-token p99 ≤ 2 ms; memory."""
     pacing_ms, ramp_s, window_s = 20.0, (0.3 if ctx.smoke else 2.0), (0.5 if ctx.smoke else 2.0)
@@ -190,10 +193,14 @@ async def row2_streams(ctx: RunContext) -> dict[str, Any]:
     probes: list[dict[str, Any]] = []
     baselines: dict[int, dict[str, Any]] = {}
     streams_target = targets.service(ctx, port=worker.port, name="service")
-    # Warm the fresh worker (imports, pools, caches), then take its idle RSS as the baseline.
+    # Warm the fresh worker (imports, caches, and its whole database pool: connections are a
+    # fixed cost, opened once, not memory per stream), then take its idle RSS as the baseline.
     set_mock(ctx.stack, ttft_ms=0, pacing_ms=0, tokens=8)
     for number in range(20):
         await send(streams_target, 950_000 + number)
+    set_mock(ctx.stack, ttft_ms=50, pacing_ms=pacing_ms, tokens=5)
+    await closed_loop(lambda n: send(streams_target, 960_000 + n), total=2 * WARM_CLIENTS,
+                      concurrency=WARM_CLIENTS, deadline_s=30)
     await asyncio.sleep(1.0)
     fresh_rss = rss_bytes(worker.pid)
     set_mock(ctx.stack, ttft_ms=20, pacing_ms=pacing_ms, tokens=tokens)
@@ -251,7 +258,8 @@ async def row2_streams(ctx: RunContext) -> dict[str, Any]:
 
     ctx.notes.append(
         "Row 2: the service's memory per stream is measured on a fresh worker (peak RSS with all"
-        " streams open minus its warm idle RSS); the floor's and LiteLLM's against their idle RSS"
+        " streams open minus its warm idle RSS, taken after 30 concurrent turns have opened its"
+        " whole database pool); the floor's and LiteLLM's against their idle RSS"
         " after earlier rows, whose grown heaps make their figures read low.")
     service_cell = (f"holds {held} (probes: " + ", ".join(
         f"{p['streams']}→{figure(p['added_gap_p99_ms'])}" for p in probes) + "); "
