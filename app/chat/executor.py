@@ -41,6 +41,7 @@ from app.usage.pricing import PriceBook
 from tools.base import ToolContext, ToolRegistry
 
 LedgerWrite = Callable[[AsyncSession], Awaitable[None]]
+TEXT_PIECES = 32  # a reply's text is joined this often: a token's str costs 50 bytes of header
 
 
 @dataclass
@@ -269,6 +270,8 @@ class ReplyExecutor:
                             current.text_open = True
                             handle.emit(parts.text_start(text_part_id(current)))
                         current.text.append(event.text)
+                        if len(current.text) >= TEXT_PIECES:  # one string, not a token each
+                            current.text[:] = ["".join(current.text)]
                         handle.emit(parts.text_delta(text_part_id(current), event.text))
                     elif isinstance(event, ToolCallReady):
                         current.calls.append(event.call)

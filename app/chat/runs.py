@@ -30,7 +30,7 @@ FINAL_STATUSES = frozenset({"complete", "stopped", "interrupted", "error"})
 # Stored parts every local reader has passed leave memory in batches, but the newest stay: a
 # long reply then holds a window of parts, not all of them. Readers joining later read the
 # released ones from the database.
-KEPT_PARTS = 64
+KEPT_PARTS = 16
 StoredReader = Callable[[int, int], AsyncIterator[tuple[int, str]]]
 
 
