@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 import uuid
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,9 @@ from app.errors import Unauthorized
 from app.settings import Settings
 
 ALGORITHM = "HS256"
+# A client sends the same token with every request; its signature is checked once, and until the
+# token expires the verified principal is reused. Bounded, least recently used first out.
+VERIFIED_TOKENS = 4096
 
 
 def load_secret(settings: Settings) -> str:
@@ -49,6 +54,7 @@ class TokenCodec:
         self._audience = settings.jwt_audience
         self._ttl = timedelta(hours=settings.token_ttl_hours)
         self._jwks = jwt.PyJWKClient(settings.jwks_url) if settings.jwks_url else None
+        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
     def encode(
         self,
@@ -75,6 +81,20 @@ class TokenCodec:
 
     def decode(self, token: str) -> Principal:
         """Verify signature, expiry and claims; any failure is a 401."""
+        known = self._verified.get(token)
+        if known is not None:
+            principal, expires_at = known
+            if time.time() < expires_at:
+                self._verified.move_to_end(token)
+                return principal
+            del self._verified[token]  # expired: verified again, and refused
+        principal, expires_at = self._verify(token)
+        self._verified[token] = (principal, expires_at)
+        if len(self._verified) > VERIFIED_TOKENS:
+            self._verified.popitem(last=False)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             if self._jwks is not None:
                 key: Any = self._jwks.get_signing_key_from_jwt(token).key
@@ -96,7 +116,7 @@ class TokenCodec:
                 tenant_id=uuid.UUID(claims["tenant_id"]),
                 role=role,
                 email=str(claims.get("email", "")),
-            )
+            ), float(claims["exp"])
         except Unauthorized:
             raise
         except (jwt.PyJWTError, KeyError, ValueError, TypeError) as exc:
