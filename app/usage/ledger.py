@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,45 +33,58 @@ class CallAttribution:
     call_kind: str = "chat"
 
 
+# The row and the three running totals it feeds, in one round trip: a reply's ending waits on
+# this. Data-modifying CTEs all run, whether or not the final SELECT reads them.
+_RECORD = text("""
+WITH row AS (
+  INSERT INTO usage_ledger (tenant_id, user_id, customer_id, execution_id, workflow_key,
+    step_id, branch_type, thread_id, message_id, call_kind, provider, model, input_tokens,
+    output_tokens, cached_tokens, reasoning_tokens, usage_source, status, latency_ms,
+    time_to_first_token_ms, cost_usd, price_version, prompt_breakdown, tool_names)
+  VALUES (:tenant_id, :user_id, :customer_id, :execution_id, :workflow_key, :step_id,
+    :branch_type, :thread_id, :message_id, :call_kind, :provider, :model, :input_tokens,
+    :output_tokens, :cached_tokens, :reasoning_tokens, :usage_source, :status, :latency_ms,
+    :ttft_ms, :cost_usd, :price_version, CAST(:breakdown AS jsonb), CAST(:tools AS text[]))
+  RETURNING id
+), message AS (
+  UPDATE workflow_chat_messages SET tokens_used = COALESCE(tokens_used, 0) + :total
+  WHERE id = :message_id RETURNING 1
+), thread AS (
+  UPDATE workflow_chat_threads SET total_tokens = total_tokens + :total
+  WHERE id = :thread_id RETURNING 1
+), context AS (
+  UPDATE workflow_llm_context SET total_tokens_used = total_tokens_used + :total
+  WHERE thread_id = :thread_id RETURNING 1
+)
+SELECT id FROM row
+""")
+
+
 async def record_call(session: AsyncSession, prices: PriceBook, who: CallAttribution, *,
                       provider: str, model: str, usage: Usage, status: str,
                       latency_ms: int | None, ttft_ms: int | None,
                       breakdown: dict[str, Any] | None = None,
-                      tool_names: list[str] | None = None) -> LedgerRow:
+                      tool_names: list[str] | None = None) -> uuid.UUID:
     """Insert the row and add its tokens to the message, thread and LLM context in one go.
 
     Runs in the caller's transaction, so the invariants (Σ ledger = thread total = Σ assistant
-    message tokens) hold at every commit, whatever ends the reply.
+    message tokens) hold at every commit, whatever ends the reply. Returns the row's id.
     """
     now = datetime.now(UTC)
     cost, version = prices.cost(model, now, usage.input_tokens, usage.cached_tokens,
                                 usage.output_tokens)
-    row = LedgerRow(
-        tenant_id=who.tenant_id, user_id=who.user_id, customer_id=who.customer_id,
-        execution_id=who.execution_id, workflow_key=who.workflow_key, step_id=who.step_id,
-        branch_type=who.branch_type, thread_id=who.thread_id, message_id=who.message_id,
-        call_kind=who.call_kind, provider=provider, model=model,
-        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-        cached_tokens=usage.cached_tokens, reasoning_tokens=usage.reasoning_tokens,
-        usage_source=usage.source, status=status, latency_ms=latency_ms,
-        time_to_first_token_ms=ttft_ms, cost_usd=cost, price_version=version,
-        prompt_breakdown=breakdown or {}, tool_names=tool_names or [],
-    )
-    session.add(row)
-    total = usage.total
-    if who.message_id is not None:
-        await session.execute(text(
-            "UPDATE workflow_chat_messages SET tokens_used = COALESCE(tokens_used, 0) + :n"
-            " WHERE id = :m"), {"n": total, "m": who.message_id})
-    if who.thread_id is not None:
-        await session.execute(text(
-            "UPDATE workflow_chat_threads SET total_tokens = total_tokens + :n WHERE id = :t"),
-            {"n": total, "t": who.thread_id})
-        await session.execute(text(
-            "UPDATE workflow_llm_context SET total_tokens_used = total_tokens_used + :n"
-            " WHERE thread_id = :t"), {"n": total, "t": who.thread_id})
-    await session.flush()
-    return row
+    return (await session.execute(_RECORD, {
+        "tenant_id": who.tenant_id, "user_id": who.user_id, "customer_id": who.customer_id,
+        "execution_id": who.execution_id, "workflow_key": who.workflow_key,
+        "step_id": who.step_id, "branch_type": who.branch_type, "thread_id": who.thread_id,
+        "message_id": who.message_id, "call_kind": who.call_kind, "provider": provider,
+        "model": model, "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens, "cached_tokens": usage.cached_tokens,
+        "reasoning_tokens": usage.reasoning_tokens, "usage_source": usage.source,
+        "status": status, "latency_ms": latency_ms, "ttft_ms": ttft_ms, "cost_usd": cost,
+        "price_version": version, "breakdown": json.dumps(breakdown or {}),
+        "tools": tool_names or [], "total": usage.total,
+    })).scalar_one()
 
 
 def usage_part(rows: list[LedgerRow]) -> dict[str, Any]:
