@@ -36,12 +36,23 @@ from app.problems import database_unavailable
 from app.settings import Settings
 from app.usage.breakdown import scale_to_reported
 from app.usage.ledger import CallAttribution, record_call, usage_part
-from app.usage.models import LedgerRow
 from app.usage.pricing import PriceBook
 from tools.base import ToolContext, ToolRegistry
 
 LedgerWrite = Callable[[AsyncSession], Awaitable[None]]
 TEXT_PIECES = 32  # a reply's text is joined this often: a token's str costs 50 bytes of header
+# A reply's ending reads and writes plain rows: `message_out` and `usage_part` read attributes.
+_MESSAGE_COLUMNS = ("id, role, content, message_type, metadata AS metadata_, tokens_used,"
+                    " sequence_number, status, created_at")
+_MESSAGE = text(f"SELECT {_MESSAGE_COLUMNS} FROM workflow_chat_messages WHERE id = :m")
+# `||` adds top-level keys to the stored metadata, as dict.update did.
+_FINAL_REPLY = text(
+    "UPDATE workflow_chat_messages SET content = :content, status = :status,"
+    " message_type = :type, metadata = COALESCE(metadata, '{}'::jsonb) || CAST(:added AS jsonb)"
+    f" WHERE id = :m RETURNING {_MESSAGE_COLUMNS}")
+_REPLY_USAGE = text(
+    "SELECT usage_source, input_tokens, output_tokens, cached_tokens, cost_usd"
+    " FROM usage_ledger WHERE message_id = :m ORDER BY created_at")
 
 
 @dataclass
@@ -394,23 +405,19 @@ class ReplyExecutor:
             await set_tenant(session, who.tenant_id)
             for pending in reply.pending_rows:
                 await pending(session)
-            rows = list((await session.scalars(
-                select(LedgerRow).where(LedgerRow.message_id == who.message_id))).all())
-            message = await session.get(Message, who.message_id)
-            assert message is not None
-            metadata = dict(message.metadata_ or {})
-            metadata.update(reply.metadata)
-            metadata.update({"contentTokens": count_text(content),
-                             "toolCalls": reply.tool_call_ids})
+            rows = (await session.execute(_REPLY_USAGE, {"m": who.message_id})).all()
+            added: dict[str, Any] = {**reply.metadata, "contentTokens": count_text(content),
+                                     "toolCalls": reply.tool_call_ids}
             if reply.citations:
-                metadata["citations"] = reply.citations
+                added["citations"] = reply.citations
             if reply.error:
-                metadata["error"] = reply.error
-            message.content, message.status = content, reply.status
-            message.message_type, message.metadata_ = reply.message_type, metadata
+                added["error"] = reply.error
+            message = (await session.execute(_FINAL_REPLY, {
+                "m": who.message_id, "content": content, "status": reply.status,
+                "type": reply.message_type, "added": json.dumps(added, default=str)})).one()
             if handle.wants_payload:  # a JSON client waits: answer it from this transaction
-                user_message = await session.get(Message, reply.user_message_id)
-                assert user_message is not None
+                user_message = (await session.execute(
+                    _MESSAGE, {"m": reply.user_message_id})).one()
                 payload = await payload_of(session, handle.run_id, user_message, message, rows)
             del handle.parts[closing - handle.base:]
             handle.emit(parts.data("usage", usage_part(rows)))

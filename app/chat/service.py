@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,7 +18,7 @@ from app.chat.models import LlmContext, Message, Run, Thread, ToolCallRecord
 from app.errors import Conflict, NotFound
 from app.llm.tokens import count_text
 from app.usage.budgets import BudgetDecision, check_budget
-from app.usage.ledger import usage_part
+from app.usage.ledger import UsageFigures, usage_part
 from app.usage.models import LedgerRow
 from app.usage.pricing import PriceBook
 
@@ -208,7 +209,21 @@ async def close_thread(session: AsyncSession, thread: Thread, status: str) -> li
     return stopped
 
 
-def message_out(m: Message) -> dict[str, Any]:
+class MessageView(Protocol):
+    """What the API shows of a message (an ORM object or a plain row)."""
+
+    id: uuid.UUID
+    role: str
+    content: str
+    message_type: str
+    metadata_: dict[str, Any] | None
+    tokens_used: int | None
+    sequence_number: int
+    status: str
+    created_at: datetime
+
+
+def message_out(m: MessageView) -> dict[str, Any]:
     """A message as the API shows it."""
     return {"id": str(m.id), "role": m.role, "content": m.content,
             "messageType": m.message_type, "metadata": m.metadata_ or {},
@@ -266,8 +281,8 @@ async def reply_payload(session: AsyncSession, run: Run) -> dict[str, Any]:
     return await payload_of(session, run.id, user_message, assistant, rows)
 
 
-async def payload_of(session: AsyncSession, run_id: uuid.UUID, user_message: Message,
-                     assistant: Message, rows: list[LedgerRow]) -> dict[str, Any]:
+async def payload_of(session: AsyncSession, run_id: uuid.UUID, user_message: MessageView,
+                     assistant: MessageView, rows: Sequence[UsageFigures]) -> dict[str, Any]:
     """The JSON answer from the reply's final rows (also built by the reply's own ending)."""
     calls = (await session.scalars(select(ToolCallRecord)
                                    .where(ToolCallRecord.message_id == assistant.id)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.llm.base import Usage
-from app.usage.models import LedgerRow
 from app.usage.pricing import PriceBook
 
 
@@ -87,7 +87,17 @@ async def record_call(session: AsyncSession, prices: PriceBook, who: CallAttribu
     })).scalar_one()
 
 
-def usage_part(rows: list[LedgerRow]) -> dict[str, Any]:
+class UsageFigures(Protocol):
+    """What the usage part reads of a ledger row (an ORM row or a plain one)."""
+
+    usage_source: str
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cost_usd: Decimal
+
+
+def usage_part(rows: Sequence[UsageFigures]) -> dict[str, Any]:
     """The `data-usage` payload for a reply: its provider calls summed, with their provenance."""
     sources = {r.usage_source for r in rows}
     # The reply's provenance is its weakest part: all provider-reported is "provider"; any
