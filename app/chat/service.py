@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.accounts.models import Tenant
 from app.auth.principal import Principal
@@ -21,6 +23,26 @@ from app.usage.budgets import BudgetDecision, check_budget
 from app.usage.ledger import UsageFigures, usage_part
 from app.usage.models import LedgerRow
 from app.usage.pricing import PriceBook
+
+# The question, the reply's placeholder and the run, with the thread's counters, in one round
+# trip. The foreign keys from the run to its messages are checked at the statement's end, when
+# all three rows exist.
+_POST = text("""
+WITH messages AS (
+  INSERT INTO workflow_chat_messages (id, thread_id, tenant_id, role, content, tokens_used,
+    sequence_number, status, message_type, metadata)
+  VALUES (:question, :thread, :tenant, 'user', :content, :tokens, :seq, 'complete', 'text', NULL),
+         (:reply, :thread, :tenant, 'assistant', '', 0, :seq + 1, 'streaming', 'text',
+          CAST(:metadata AS jsonb))
+), run AS (
+  INSERT INTO thread_runs (id, tenant_id, thread_id, user_id, user_message_id,
+    assistant_message_id, status, worker_id)
+  VALUES (:run, :tenant, :thread, :user, :question, :reply, :status, :worker)
+)
+UPDATE workflow_chat_threads
+SET last_sequence_number = :seq + 1, total_messages = COALESCE(total_messages, 0) + 2
+WHERE id = :thread
+""")
 
 
 @dataclass
@@ -75,28 +97,34 @@ async def post_message(session: AsyncSession, principal: Principal, thread_id: s
     reply_metadata: dict[str, Any] = {"replyTo": user_seq}
     if prices is not None:
         reply_metadata.update(await _budget(session, principal, thread, content_tokens, prices))
-    user_message = Message(thread_id=thread.id, role="user", content=content,
-                           tokens_used=content_tokens, sequence_number=user_seq,
-                           tenant_id=principal.tenant_id, status="complete")
-    assistant = Message(thread_id=thread.id, role="assistant", content="",
-                        sequence_number=user_seq + 1, tenant_id=principal.tenant_id,
-                        status="streaming", tokens_used=0, metadata_=reply_metadata)
     # Under the thread's row lock: runs posted later queue behind this one, so a run with no
     # unfinished predecessor now never has to wait for its turn.
     busy = (await session.execute(text(
         "SELECT 1 FROM thread_runs WHERE thread_id = :t AND status IN ('queued', 'running')"
         " LIMIT 1"), {"t": thread.id})).first()
-    session.add_all([user_message, assistant])
-    await session.flush()
     first_in_line = busy is None and start_as is not None
-    run = Run(tenant_id=principal.tenant_id, thread_id=thread.id, user_id=principal.user_id,
-              user_message_id=user_message.id, assistant_message_id=assistant.id,
+    user_message = Message(id=uuid.uuid4(), thread_id=thread.id, role="user", content=content,
+                           tokens_used=content_tokens, sequence_number=user_seq,
+                           tenant_id=principal.tenant_id, status="complete",
+                           message_type="text", metadata_=None)
+    assistant = Message(id=uuid.uuid4(), thread_id=thread.id, role="assistant", content="",
+                        sequence_number=user_seq + 1, tenant_id=principal.tenant_id,
+                        status="streaming", tokens_used=0, message_type="text",
+                        metadata_=reply_metadata)
+    run = Run(id=uuid.uuid4(), tenant_id=principal.tenant_id, thread_id=thread.id,
+              user_id=principal.user_id, user_message_id=user_message.id,
+              assistant_message_id=assistant.id, stop_requested=False, last_event_seq=0,
               status="running" if first_in_line else "queued",
               worker_id=start_as if first_in_line else None)
-    session.add(run)
-    thread.last_sequence_number = user_seq + 1
-    thread.total_messages = (thread.total_messages or 0) + 2
-    await session.flush()
+    await session.execute(_POST, {
+        "thread": thread.id, "tenant": principal.tenant_id, "user": principal.user_id,
+        "question": user_message.id, "reply": assistant.id, "run": run.id,
+        "content": content, "tokens": content_tokens, "seq": user_seq,
+        "metadata": json.dumps(reply_metadata, default=str), "status": run.status,
+        "worker": run.worker_id})
+    # The statement moved the thread's counters; the loaded thread says so without a flush.
+    set_committed_value(thread, "last_sequence_number", user_seq + 1)
+    set_committed_value(thread, "total_messages", (thread.total_messages or 0) + 2)
     if idempotency_key:
         await session.execute(text(
             "UPDATE idempotency_keys SET run_id = :r WHERE tenant_id = :t AND key = :k"),
