@@ -27,7 +27,6 @@ from app.chat.models import LlmContext, Message, Run, Thread, ToolCallRecord
 from app.chat.runs import RunHandle, RunManager
 from app.chat.service import PostedMessage, payload_of
 from app.db.tenancy import set_tenant
-from app.executions.models import Execution
 from app.llm.base import ChatMessage, ChatRequest, Finish, TextDelta, ToolCall, ToolCallReady, Usage
 from app.llm.errors import ProviderError, ProviderTimeout
 from app.llm.registry import ProviderRegistry
@@ -220,8 +219,10 @@ class ReplyExecutor:
         context = (await session.scalars(
             select(LlmContext).where(LlmContext.thread_id == run.thread_id))).one()
         assert run.assistant_message_id is not None
-        execution = (await session.get(Execution, thread.workflow_execution_id)
-                     if thread.workflow_execution_id else None)
+        workflow_key = (await session.execute(text(
+            "SELECT workflow_key FROM workflow_executions WHERE id = :e"),
+            {"e": thread.workflow_execution_id})).scalar() \
+            if thread.workflow_execution_id else None
         directives = (reply.metadata_ if reply else None) or {}
         history = await build_messages(
             session, thread, context, run,
@@ -231,7 +232,7 @@ class ReplyExecutor:
         who = CallAttribution(
             tenant_id=run.tenant_id, user_id=run.user_id, customer_id=thread.customer_id,
             execution_id=thread.workflow_execution_id,
-            workflow_key=execution.workflow_key if execution else None,
+            workflow_key=workflow_key,
             step_id=thread.step_id, branch_type=thread.thread_type, thread_id=thread.id,
             message_id=run.assistant_message_id,
             call_kind="analysis" if thread.thread_type == "analysis" else "chat")

@@ -14,7 +14,6 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app.accounts.models import Tenant
 from app.auth.principal import Principal
 from app.chat.models import LlmContext, Message, Run, Thread, ToolCallRecord
 from app.errors import Conflict, NotFound
@@ -136,8 +135,9 @@ async def post_message(session: AsyncSession, principal: Principal, thread_id: s
 async def _budget(session: AsyncSession, principal: Principal, thread: Thread,
                   content_tokens: int, prices: PriceBook) -> dict[str, Any]:
     """Apply the tenant's budgets to the next turn (raises BudgetExceeded on a hard limit)."""
-    tenant = await session.get(Tenant, principal.tenant_id)
-    budgets = ((tenant.settings if tenant else None) or {}).get("budgets") or {}
+    budgets = (await session.execute(text(
+        "SELECT settings->'budgets' FROM tenants WHERE id = :t"), {"t": principal.tenant_id}
+    )).scalar() or {}
     if not budgets:
         return {}
     context = (await session.scalars(
