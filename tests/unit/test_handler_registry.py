@@ -10,8 +10,10 @@ import io
 import os
 import shutil
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -114,9 +116,21 @@ def no_imports_or_file_access() -> Iterator[None]:
         (importlib, "import_module"),
         (importlib.util, "spec_from_file_location"),
     ]
+    guarded = threading.get_ident()
+
+    def only_here(original: Any) -> Any:
+        # Only the resolving thread is policed: a live test server's thread may import lazily.
+        def check(*args: object, **kwargs: object) -> Any:
+            if threading.get_ident() == guarded:
+                forbid(*args, **kwargs)
+            return original(*args, **kwargs)
+
+        return check
+
     with contextlib.ExitStack() as stack:
         for owner, attribute in targets:
-            stack.enter_context(mock.patch.object(owner, attribute, side_effect=forbid))
+            stack.enter_context(mock.patch.object(
+                owner, attribute, side_effect=only_here(getattr(owner, attribute))))
         yield
     assert set(sys.modules) == modules_before
 
