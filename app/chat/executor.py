@@ -25,7 +25,13 @@ from app.chat import stream as parts
 from app.chat.history import History, build_messages
 from app.chat.models import LlmContext, Message, Run, Thread, ToolCallRecord
 from app.chat.runs import RunHandle, RunManager
-from app.chat.service import PostedMessage, payload_of
+from app.chat.service import (
+    MESSAGE_COLUMNS,
+    PostedMessage,
+    payload_of,
+    read_message,
+    reply_usage,
+)
 from app.db.tenancy import set_tenant
 from app.llm.base import ChatMessage, ChatRequest, Finish, TextDelta, ToolCall, ToolCallReady, Usage
 from app.llm.errors import ProviderError, ProviderTimeout
@@ -40,18 +46,11 @@ from tools.base import ToolContext, ToolRegistry
 
 LedgerWrite = Callable[[AsyncSession], Awaitable[None]]
 TEXT_PIECES = 32  # a reply's text is joined this often: a token's str costs 50 bytes of header
-# A reply's ending reads and writes plain rows: `message_out` and `usage_part` read attributes.
-_MESSAGE_COLUMNS = ("id, role, content, message_type, metadata AS metadata_, tokens_used,"
-                    " sequence_number, status, created_at")
-_MESSAGE = text(f"SELECT {_MESSAGE_COLUMNS} FROM workflow_chat_messages WHERE id = :m")
 # `||` adds top-level keys to the stored metadata, as dict.update did.
 _FINAL_REPLY = text(
     "UPDATE workflow_chat_messages SET content = :content, status = :status,"
     " message_type = :type, metadata = COALESCE(metadata, '{}'::jsonb) || CAST(:added AS jsonb)"
-    f" WHERE id = :m RETURNING {_MESSAGE_COLUMNS}")
-_REPLY_USAGE = text(
-    "SELECT usage_source, input_tokens, output_tokens, cached_tokens, cost_usd"
-    " FROM usage_ledger WHERE message_id = :m ORDER BY created_at")
+    f" WHERE id = :m RETURNING {MESSAGE_COLUMNS}")
 
 
 @dataclass
@@ -406,7 +405,8 @@ class ReplyExecutor:
             await set_tenant(session, who.tenant_id)
             for pending in reply.pending_rows:
                 await pending(session)
-            rows = (await session.execute(_REPLY_USAGE, {"m": who.message_id})).all()
+            assert who.message_id is not None
+            rows = await reply_usage(session, who.message_id)
             added: dict[str, Any] = {**reply.metadata, "contentTokens": count_text(content),
                                      "toolCalls": reply.tool_call_ids}
             if reply.citations:
@@ -417,8 +417,8 @@ class ReplyExecutor:
                 "m": who.message_id, "content": content, "status": reply.status,
                 "type": reply.message_type, "added": json.dumps(added, default=str)})).one()
             if handle.wants_payload:  # a JSON client waits: answer it from this transaction
-                user_message = (await session.execute(
-                    _MESSAGE, {"m": reply.user_message_id})).one()
+                assert reply.user_message_id is not None
+                user_message = await read_message(session, reply.user_message_id)
                 payload = await payload_of(session, handle.run_id, user_message, message, rows)
             del handle.parts[closing - handle.base:]
             handle.emit(parts.data("usage", usage_part(rows)))

@@ -32,6 +32,9 @@ FINAL_STATUSES = frozenset({"complete", "stopped", "interrupted", "error"})
 # released ones from the database.
 KEPT_PARTS = 16
 StoredReader = Callable[[int, int], AsyncIterator[tuple[int, str]]]
+_STORED_PARTS = text("SELECT seq, part::text FROM run_events WHERE run_id = :r"
+                     " AND seq > :after AND seq <= :upto ORDER BY seq")
+LAST_SEQ = 2**31 - 1  # no upper bound (seq is an int column)
 
 
 # The flusher's one statement: insert new parts (idempotent), wake readers on other workers,
@@ -386,10 +389,8 @@ class RunManager:
         async def stored(after: int, upto: int) -> AsyncIterator[tuple[int, str]]:
             async with self.sessionmaker() as session, session.begin():
                 await set_tenant(session, tenant_id)
-                rows = (await session.execute(text(
-                    "SELECT seq, part::text FROM run_events WHERE run_id = :r"
-                    " AND seq > :a AND seq <= :u ORDER BY seq"),
-                    {"r": run_id, "a": after, "u": upto})).all()
+                rows = (await session.execute(
+                    _STORED_PARTS, {"r": run_id, "after": after, "upto": upto})).all()
             for seq, part in rows:
                 yield seq, part
 
@@ -401,10 +402,8 @@ class RunManager:
         while True:
             async with self.sessionmaker() as session, session.begin():
                 await set_tenant(session, tenant_id)
-                rows = (await session.execute(text(
-                    "SELECT seq, part::text FROM run_events WHERE run_id = :r AND seq > :s"
-                    " ORDER BY seq"),
-                    {"r": run_id, "s": last})).all()
+                rows = (await session.execute(
+                    _STORED_PARTS, {"r": run_id, "after": last, "upto": LAST_SEQ})).all()
                 state = (await session.execute(text(
                     "SELECT status, last_event_seq FROM thread_runs WHERE id = :r"),
                     {"r": run_id})).first()

@@ -20,7 +20,6 @@ from app.errors import Conflict, NotFound
 from app.llm.tokens import count_text
 from app.usage.budgets import BudgetDecision, check_budget
 from app.usage.ledger import UsageFigures, usage_part
-from app.usage.models import LedgerRow
 from app.usage.pricing import PriceBook
 
 # The question, the reply's placeholder and the run, with the thread's counters, in one round
@@ -299,14 +298,31 @@ async def thread_detail(session: AsyncSession, thread: Thread) -> dict[str, Any]
 
 async def reply_payload(session: AsyncSession, run: Run) -> dict[str, Any]:
     """The JSON answer to a posted message once its reply is final."""
-    user_message = await session.get(Message, run.user_message_id)
-    assistant = await session.get(Message, run.assistant_message_id)
-    assert user_message is not None
-    assert assistant is not None
-    await session.refresh(assistant)
-    rows = list((await session.scalars(
-        select(LedgerRow).where(LedgerRow.message_id == assistant.id))).all())
+    assert run.user_message_id is not None
+    assert run.assistant_message_id is not None
+    user_message = await read_message(session, run.user_message_id)
+    assistant = await read_message(session, run.assistant_message_id)
+    rows = await reply_usage(session, assistant.id)
     return await payload_of(session, run.id, user_message, assistant, rows)
+
+
+# A reply's answer is read as plain rows: `message_out` and `usage_part` read attributes.
+MESSAGE_COLUMNS = ("id, role, content, message_type, metadata AS metadata_, tokens_used,"
+                   " sequence_number, status, created_at")
+_MESSAGE = text(f"SELECT {MESSAGE_COLUMNS} FROM workflow_chat_messages WHERE id = :m")
+_REPLY_USAGE = text(
+    "SELECT usage_source, input_tokens, output_tokens, cached_tokens, cost_usd"
+    " FROM usage_ledger WHERE message_id = :m ORDER BY created_at")
+
+
+async def read_message(session: AsyncSession, message_id: uuid.UUID) -> Any:
+    """One message as a plain row (a MessageView)."""
+    return (await session.execute(_MESSAGE, {"m": message_id})).one()
+
+
+async def reply_usage(session: AsyncSession, message_id: uuid.UUID) -> Sequence[Any]:
+    """The ledger figures of one reply's provider calls (UsageFigures rows)."""
+    return (await session.execute(_REPLY_USAGE, {"m": message_id})).all()
 
 
 async def payload_of(session: AsyncSession, run_id: uuid.UUID, user_message: MessageView,

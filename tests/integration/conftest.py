@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -66,6 +67,18 @@ def live_app(live_settings, database):
     with serve_app(app) as base:
         app.state.tools.register(LOOKUP_TOOL)
         yield app, base
+
+
+@pytest.fixture(scope="module")
+def demo(users) -> uuid.UUID:
+    """The Demo tenant's id."""
+    return users["admin@demo.example"].tenant_id
+
+
+@pytest.fixture(scope="module")
+def other(users) -> uuid.UUID:
+    """The Other tenant's id."""
+    return users["admin@other.example"].tenant_id
 
 
 @pytest.fixture

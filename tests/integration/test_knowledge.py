@@ -40,16 +40,6 @@ class TinyEmbedder:
 
 
 @pytest.fixture(scope="module")
-def demo(users) -> uuid.UUID:
-    return users["admin@demo.example"].tenant_id
-
-
-@pytest.fixture(scope="module")
-def other(users) -> uuid.UUID:
-    return users["admin@other.example"].tenant_id
-
-
-@pytest.fixture(scope="module")
 async def customers(owner_engine) -> dict[str, uuid.UUID]:
     async with owner_engine.connect() as conn:
         rows = (await conn.execute(text("SELECT external_key, id FROM customers"))).all()

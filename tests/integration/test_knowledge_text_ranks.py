@@ -20,16 +20,6 @@ OTHER_FACT = "KESTREL-BLUEJAY-9172"  # only in the other tenant's pricing rules
 SIGNATURE = "knowledge_text_ranks(uuid, text, uuid, boolean, integer)"
 
 
-@pytest.fixture(scope="module")
-def demo(users) -> uuid.UUID:
-    return users["admin@demo.example"].tenant_id
-
-
-@pytest.fixture(scope="module")
-def other(users) -> uuid.UUID:
-    return users["admin@other.example"].tenant_id
-
-
 async def ranked(conn, tenant, query, customer=None, every=True) -> list[uuid.UUID]:
     rows = await conn.execute(RANKS, {"tenant": tenant, "query": query, "customer": customer,
                                       "every": every})
