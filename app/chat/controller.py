@@ -11,6 +11,7 @@ from app.chat import service
 from app.chat.responses import sse, wait_for_json, wants_stream
 from app.chat.schemas import PostMessage, message_text
 from app.chat.stream import parse_event_id
+from app.db.driver import tenant_driver
 from app.db.tenancy import tenant_transaction
 from app.deps import CurrentUser
 from app.errors import TooManyRequests
@@ -84,18 +85,17 @@ async def post_and_answer(request: Request[Any, Any, Any], principal: Any, threa
     state = request.app.state
     key = request.headers.get("idempotency-key")
     try:
-        async with tenant_transaction(state.sessionmaker, principal.tenant_id,
-                                      principal.user_id) as session:
-            posted = await service.post_message(session, principal, thread_id, text, key,
+        async with tenant_driver(state.engine, principal.tenant_id, principal.user_id) as db:
+            posted = await service.post_message(db, principal, thread_id, text, key,
                                                 state.prices,
                                                 start_as=state.run_manager.worker_id)
             started = None
             if posted.created and posted.first_in_line:  # started in this same commit
-                started = await state.reply_executor.start_posted(session, posted)
+                started = await state.reply_executor.start_posted(db, posted)
     except BudgetExceeded as exc:
         decision = exc.decision
-        async with tenant_transaction(state.sessionmaker, principal.tenant_id) as session:
-            await service.record_refusal(session, principal, thread_id, decision)
+        async with tenant_driver(state.engine, principal.tenant_id) as db:
+            await service.record_refusal(db, principal, thread_id, decision)
         raise TooManyRequests(
             f"this turn would exceed the {decision.scope} {decision.limit_kind} budget "
             f"({decision.used:g} used of {decision.limit:g}; this prompt ~{decision.estimate} "

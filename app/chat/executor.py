@@ -16,14 +16,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.chat import stream as parts
 from app.chat.history import History, build_messages
-from app.chat.models import LlmContext, Message, Run, Thread, ToolCallRecord
+from app.chat.models import LlmContext, Run, Thread
 from app.chat.runs import RunHandle, RunManager
 from app.chat.service import (
     MESSAGE_COLUMNS,
@@ -32,7 +30,7 @@ from app.chat.service import (
     read_message,
     reply_usage,
 )
-from app.db.tenancy import set_tenant
+from app.db.driver import Db, detached, row, select_list, tenant_driver
 from app.llm.base import ChatMessage, ChatRequest, Finish, TextDelta, ToolCall, ToolCallReady, Usage
 from app.llm.errors import ProviderError, ProviderTimeout
 from app.llm.registry import ProviderRegistry
@@ -44,13 +42,28 @@ from app.usage.ledger import CallAttribution, record_call, usage_part
 from app.usage.pricing import PriceBook
 from tools.base import ToolContext, ToolRegistry
 
-LedgerWrite = Callable[[AsyncSession], Awaitable[None]]
+LedgerWrite = Callable[[Db], Awaitable[None]]
 TEXT_PIECES = 32  # a reply's text is joined this often: a token's str costs 50 bytes of header
 # `||` adds top-level keys to the stored metadata, as dict.update did.
-_FINAL_REPLY = text(
-    "UPDATE workflow_chat_messages SET content = :content, status = :status,"
-    " message_type = :type, metadata = COALESCE(metadata, '{}'::jsonb) || CAST(:added AS jsonb)"
-    f" WHERE id = :m RETURNING {MESSAGE_COLUMNS}")
+_FINAL_REPLY = (
+    "UPDATE workflow_chat_messages SET content = $2, status = $3, message_type = $4,"
+    " metadata = COALESCE(metadata, '{}'::jsonb) || $5::jsonb"
+    f" WHERE id = $1 RETURNING {MESSAGE_COLUMNS}")
+# A queued run's turn came: mark it running here and read what its reply needs, at once.
+_CLAIM = f"""
+WITH claimed AS (
+  UPDATE thread_runs SET status = 'running', worker_id = $2
+  WHERE id = $1 AND status = 'queued' RETURNING *
+)
+SELECT {select_list(Run, 'r', 'r_')}, {select_list(Thread, 't')},
+  {select_list(LlmContext, 'c', 'c_')},
+  (SELECT e.workflow_key FROM workflow_executions e WHERE e.id = t.workflow_execution_id)
+    AS workflow_key,
+  (SELECT m.metadata FROM workflow_chat_messages m WHERE m.id = r.assistant_message_id)
+    AS directives
+FROM claimed r JOIN workflow_chat_threads t ON t.id = r.thread_id
+LEFT JOIN workflow_llm_context c ON c.thread_id = t.id
+"""
 
 
 @dataclass
@@ -142,11 +155,11 @@ class ReplyExecutor:
                 handle.emit(parts.simple("start-step"))
                 ending = await self._provider_round(handle, provider, current)
                 finished_round, current = current, None
-                row = self._ledger_row(who, provider.name, finished_round, ending, reply)
+                ledger_row = self._ledger_row(who, provider.name, finished_round, ending, reply)
                 if ending == "ok" and finished_round.calls:
-                    await self._write(who, row)  # durable before the tools run
+                    await self._write(who, ledger_row)  # durable before the tools run
                 else:  # the last call: its row commits with the reply's ending
-                    reply.pending_rows.append(row)
+                    reply.pending_rows.append(ledger_row)
                 if ending != "ok":
                     handle.emit(parts.simple("finish-step"))
                     break
@@ -186,18 +199,15 @@ class ReplyExecutor:
 
     async def _begin(self, handle: RunHandle) -> Claimed | None:
         """Mark a queued run running here, when its turn came, and load what its reply needs."""
-        async with self.manager.sessionmaker() as session, session.begin():
-            await set_tenant(session, handle.tenant_id)
-            run = await session.get(Run, handle.run_id, with_for_update=True)
-            if run is None or run.status != "queued":
+        async with tenant_driver(self.manager.engine, handle.tenant_id) as db:
+            found = await row(db, _CLAIM, handle.run_id, self.manager.worker_id)
+            if found is None:  # not queued any more (stopped, or claimed elsewhere)
                 return None
-            run.status, run.worker_id = "running", self.manager.worker_id
-            thread = await session.get(Thread, run.thread_id)
-            assert thread is not None
-            reply = await session.get(Message, run.assistant_message_id)
-            return await self._load(session, run, thread, reply)
+            context = detached(LlmContext, found, "c_") if found.c_id is not None else None
+            return await self._load(db, detached(Run, found, "r_"), detached(Thread, found),
+                                    context, found.workflow_key, found.directives or {})
 
-    async def start_posted(self, session: AsyncSession, posted: PostedMessage) -> RunHandle:
+    async def start_posted(self, db: Db, posted: PostedMessage) -> RunHandle:
         """A run created running (first in line): load it and store its opening parts.
 
         Called inside the post transaction, so a turn reaches the provider after a single
@@ -205,26 +215,21 @@ class ReplyExecutor:
         """
         run, thread = posted.run, posted.thread
         assert thread is not None
-        claimed = await self._load(session, run, thread, posted.assistant_message)
+        claimed = await self._load(db, run, thread, posted.context, posted.workflow_key,
+                                   posted.assistant_message.metadata_ or {})
         handle = RunHandle(run_id=run.id, thread_id=run.thread_id, tenant_id=run.tenant_id,
                            order=posted.user_message.sequence_number, claimed=claimed)
         for part in opening_parts(claimed, run.id):
             handle.emit(part)
-        await RunManager.write_parts(session, [handle], notify=False)
+        await RunManager.write_parts(db, [handle])
         return handle
 
-    async def _load(self, session: AsyncSession, run: Run, thread: Thread,
-                    reply: Message | None) -> Claimed:
-        context = (await session.scalars(
-            select(LlmContext).where(LlmContext.thread_id == run.thread_id))).one()
+    async def _load(self, db: Db, run: Run, thread: Thread, context: LlmContext | None,
+                    workflow_key: str | None, directives: dict[str, Any]) -> Claimed:
+        assert context is not None, "every thread is opened with its LLM context"
         assert run.assistant_message_id is not None
-        workflow_key = (await session.execute(text(
-            "SELECT workflow_key FROM workflow_executions WHERE id = :e"),
-            {"e": thread.workflow_execution_id})).scalar() \
-            if thread.workflow_execution_id else None
-        directives = (reply.metadata_ if reply else None) or {}
         history = await build_messages(
-            session, thread, context, run,
+            db, thread, context, run,
             int(directives.get("historyBudget", self.settings.history_token_budget)))
         history.budget = directives.get("budget")
         history.model_override = directives.get("modelOverride")
@@ -305,11 +310,10 @@ class ReplyExecutor:
         """Write the ledger row of one provider call now."""
         await self._write(who, self._ledger_row(who, provider, current, ending, reply))
 
-    async def _write(self, who: CallAttribution, row: LedgerWrite) -> None:
+    async def _write(self, who: CallAttribution, ledger_row: LedgerWrite) -> None:
         async def write() -> None:
-            async with self.manager.sessionmaker() as session, session.begin():
-                await set_tenant(session, who.tenant_id)
-                await row(session)
+            async with tenant_driver(self.manager.engine, who.tenant_id) as db:
+                await ledger_row(db)
 
         await with_db_retries(write)
 
@@ -338,9 +342,9 @@ class ReplyExecutor:
             reply.status, reply.error = "error", reply.error or "the model provider failed"
         now = time.perf_counter()
 
-        async def write(session: AsyncSession) -> None:
+        async def write(db: Db) -> None:
             await record_call(
-                session, self.prices, who, provider=provider, model=current.request.model,
+                db, self.prices, who, provider=provider, model=current.request.model,
                 usage=usage, status=status, latency_ms=int((now - current.started) * 1000),
                 ttft_ms=int((current.first_token_at - current.started) * 1000)
                 if current.first_token_at else None,
@@ -351,14 +355,12 @@ class ReplyExecutor:
 
     async def _run_tool(self, handle: RunHandle, thread: Thread, who: CallAttribution,
                         call: ToolCall, reply: Reply) -> dict[str, Any]:
-        async with self.manager.sessionmaker() as session, session.begin():
-            await set_tenant(session, who.tenant_id)
-            record = ToolCallRecord(thread_id=thread.id, message_id=who.message_id,
-                                    tool_name=call.name, tool_input=call.arguments,
-                                    tenant_id=who.tenant_id, provider_call_id=call.id[:128])
-            session.add(record)
-            await session.flush()
-            record_id = record.id
+        async with tenant_driver(self.manager.engine, who.tenant_id) as db:
+            record_id = await db.fetchval(
+                "INSERT INTO workflow_llm_tool_calls (thread_id, message_id, tool_name, tool_input,"
+                " tenant_id, provider_call_id) VALUES ($1, $2, $3, $4::jsonb, $5, $6) RETURNING id",
+                thread.id, who.message_id, call.name, json.dumps(call.arguments, default=str),
+                who.tenant_id, call.id[:128])
         handle.emit(parts.tool_input(record_id, call.name, call.arguments))
         outcome = await self.tools.execute(
             call.name, call.arguments,
@@ -366,14 +368,12 @@ class ReplyExecutor:
                         customer_id=thread.customer_id, services=self.services,
                         tool_call_id=record_id),
             max_output_chars=self.settings.max_tool_output_chars)
-        async with self.manager.sessionmaker() as session, session.begin():
-            await set_tenant(session, who.tenant_id)
-            await session.execute(text(
-                "UPDATE workflow_llm_tool_calls SET tool_output = CAST(:o AS jsonb), success = :s,"
-                " error_message = :e, latency_ms = :l WHERE id = :id"),
-                {"o": json.dumps(outcome.output, default=str) if outcome.output is not None
-                 else None, "s": outcome.success, "e": outcome.error,
-                 "l": outcome.latency_ms, "id": record_id})
+        async with tenant_driver(self.manager.engine, who.tenant_id) as db:
+            await db.execute(
+                "UPDATE workflow_llm_tool_calls SET tool_output = $1::jsonb, success = $2,"
+                " error_message = $3, latency_ms = $4 WHERE id = $5",
+                json.dumps(outcome.output, default=str) if outcome.output is not None else None,
+                outcome.success, outcome.error, outcome.latency_ms, record_id)
         reply.tool_call_ids.append(str(record_id))
         if not outcome.success:
             handle.emit(parts.tool_error(record_id, outcome.error or "tool failed"))
@@ -401,34 +401,28 @@ class ReplyExecutor:
         content = "".join(reply.text)
         closing = handle.count  # a retry must not emit the closing parts twice
         payload = None
-        async with self.manager.sessionmaker() as session, session.begin():
-            await set_tenant(session, who.tenant_id)
+        async with tenant_driver(self.manager.engine, who.tenant_id) as db:
             for pending in reply.pending_rows:
-                await pending(session)
+                await pending(db)
             assert who.message_id is not None
-            rows = await reply_usage(session, who.message_id)
+            usage = await reply_usage(db, who.message_id)
             added: dict[str, Any] = {**reply.metadata, "contentTokens": count_text(content),
                                      "toolCalls": reply.tool_call_ids}
             if reply.citations:
                 added["citations"] = reply.citations
             if reply.error:
                 added["error"] = reply.error
-            message = (await session.execute(_FINAL_REPLY, {
-                "m": who.message_id, "content": content, "status": reply.status,
-                "type": reply.message_type, "added": json.dumps(added, default=str)})).one()
+            message = await row(db, _FINAL_REPLY, who.message_id, content, reply.status,
+                                reply.message_type, json.dumps(added, default=str))
+            assert message is not None, "a run's messages are deleted only with it"
             if handle.wants_payload:  # a JSON client waits: answer it from this transaction
                 assert reply.user_message_id is not None
-                user_message = await read_message(session, reply.user_message_id)
-                payload = await payload_of(session, handle.run_id, user_message, message, rows)
+                user_message = await read_message(db, reply.user_message_id)
+                payload = await payload_of(db, handle.run_id, user_message, message, usage)
             del handle.parts[closing - handle.base:]
-            handle.emit(parts.data("usage", usage_part(rows)))
+            handle.emit(parts.data("usage", usage_part(usage)))
             handle.emit(parts.finish(reply.status))
-            await RunManager.write_parts(session, [handle])
-            await session.execute(text(
-                "UPDATE thread_runs SET status = :s, finished_at = now(), last_event_seq = :n,"
-                " error_message = :e WHERE id = :r"),
-                {"s": reply.status, "n": handle.count, "e": reply.error,
-                 "r": handle.run_id})
+            await RunManager.close_run(db, handle, reply.status, reply.error)
         handle.payload = payload  # only once committed
 
 
@@ -442,10 +436,12 @@ async def with_db_retries(write: Callable[[], Awaitable[None]], *, attempts: int
         try:
             await write()
             return
-        except (OSError, ConnectionError, DBAPIError, PoolTimeout) as exc:
+        except Exception as exc:
             # A database that is away, or a pool drained by a burst: both pass; a bug does not.
-            transient = not isinstance(exc, DBAPIError) or database_unavailable(exc) or \
-                isinstance(exc.orig, OSError | ConnectionError)
+            # Statements on the driver raise asyncpg's errors, the rest SQLAlchemy's.
+            transient = isinstance(exc, OSError | ConnectionError | PoolTimeout) or \
+                database_unavailable(exc) or (isinstance(exc, DBAPIError)
+                                              and isinstance(exc.orig, OSError | ConnectionError))
             if not transient or attempt == attempts - 1:
                 raise
             await asyncio.sleep(min(0.2 * 2**attempt, 4.0))

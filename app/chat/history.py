@@ -7,10 +7,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from app.chat.models import LlmContext, Run, Thread
+from app.db.driver import Db, rows
 from app.llm.base import ChatMessage
 from app.usage.breakdown import count_cached
 
@@ -41,23 +39,23 @@ def system_prompt(context: LlmContext) -> str:
 # The question, then the earlier turns the model may see, newest first, one page at a time:
 # a long thread costs what its newest turns cost, not what all of them do. Plain rows, not ORM
 # objects: nothing here is changed or kept.
-_TURNS = text("""
-WITH question AS (SELECT sequence_number FROM workflow_chat_messages WHERE id = :question)
+_TURNS = """
+WITH question AS (SELECT sequence_number FROM workflow_chat_messages WHERE id = $1)
 SELECT m.id, m.role, m.content, m.sequence_number,
        CASE WHEN m.role = 'user' THEN coalesce(m.tokens_used, 0)
             ELSE coalesce((m.metadata->>'contentTokens')::int, 0) END AS tokens
 FROM workflow_chat_messages m, question q
-WHERE m.thread_id = :thread AND m.sequence_number <= q.sequence_number
-  AND m.sequence_number < :before
-  AND (m.id = :question OR m.role = 'user'
+WHERE m.thread_id = $2 AND m.sequence_number <= q.sequence_number
+  AND m.sequence_number < $3
+  AND (m.id = $1 OR m.role = 'user'
        OR (m.status IN ('complete', 'stopped', 'interrupted', 'error') AND m.content <> ''))
 ORDER BY m.sequence_number DESC
-LIMIT :n
-""")
+LIMIT $4
+"""
 PAGE = 50
 
 
-async def build_messages(session: AsyncSession, thread: Thread, context: LlmContext, run: Run,
+async def build_messages(db: Db, thread: Thread, context: LlmContext, run: Run,
                          budget: int) -> History:
     """System prompt, then the newest earlier turns that fit `budget` tokens, then the question.
 
@@ -70,10 +68,8 @@ async def build_messages(session: AsyncSession, thread: Thread, context: LlmCont
     before = 2**31 - 1
     full = False
     while not full:
-        rows = (await session.execute(_TURNS, {
-            "question": run.user_message_id, "thread": thread.id, "before": before,
-            "n": PAGE})).all()
-        for row in rows:
+        page = await rows(db, _TURNS, run.user_message_id, thread.id, before, PAGE)
+        for row in page:
             if question is None:
                 assert row.id == run.user_message_id, "the first row is the question itself"
                 question, used = row, row.tokens
@@ -84,9 +80,9 @@ async def build_messages(session: AsyncSession, thread: Thread, context: LlmCont
                 break
             kept.append(row)
             used += cost
-        if len(rows) < PAGE:
+        if len(page) < PAGE:
             break
-        before = rows[-1].sequence_number
+        before = page[-1].sequence_number
     assert question is not None, "a run always answers a stored user message"
     kept.reverse()
     segments = {

@@ -18,6 +18,7 @@ from app.chat import stream as parts
 from app.chat.models import Run
 from app.chat.runs import FINAL_STATUSES, RunManager
 from app.chat.service import reply_payload
+from app.db.driver import driver_of
 from app.db.tenancy import tenant_transaction
 from app.errors import ServiceUnavailable
 
@@ -84,7 +85,7 @@ async def wait_for_json(request: Request[Any, Any, Any], principal: Principal,
         async with tenant_transaction(sessionmaker, principal.tenant_id) as session:
             run = (await session.scalars(select(Run).where(Run.id == run_id))).one()
             if run.status in FINAL_STATUSES:
-                return await reply_payload(session, run)
+                return await reply_payload(await driver_of(session), run)
         if loop.time() >= deadline:
             break
         await asyncio.sleep(0.1)

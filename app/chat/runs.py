@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.db.driver import Db, tenant_driver
 from app.db.tenancy import set_tenant
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,27 @@ LAST_SEQ = 2**31 - 1  # no upper bound (seq is an int column)
 
 # The flusher's one statement: insert new parts (idempotent), wake readers on other workers,
 # record the runs' heartbeat and last stored part, and say which runs were asked to stop.
+_INSERT_PARTS = """
+INSERT INTO run_events (run_id, seq, tenant_id, part)
+SELECT r, s, current_setting('app.tenant_id')::uuid, p::jsonb
+FROM unnest($1::uuid[], $2::int[], $3::text[]) AS x(r, s, p)
+ON CONFLICT DO NOTHING
+"""
+# A reply's ending: its last parts, the wake-up of followers elsewhere and the run's end. The
+# one-time filters run the insert before the run's row is locked, the order the flusher keeps
+# (the other order deadlocks with a flush writing the same parts).
+_CLOSE = """
+WITH added AS (
+  INSERT INTO run_events (run_id, seq, tenant_id, part)
+  SELECT r, s, current_setting('app.tenant_id')::uuid, p::jsonb
+  FROM unnest($1::uuid[], $2::int[], $3::text[]) AS x(r, s, p)
+  ON CONFLICT DO NOTHING RETURNING 1
+), woken AS (
+  SELECT pg_notify('chatbranch_runs', $4::uuid::text) WHERE (SELECT count(*) FROM added) >= 0
+)
+UPDATE thread_runs SET status = $5, finished_at = now(), last_event_seq = $6, error_message = $7
+WHERE id = $4 AND (SELECT count(*) FROM woken) >= 0
+"""
 _FLUSH = """
 WITH added AS (
   INSERT INTO run_events (run_id, seq, tenant_id, part)
@@ -301,24 +323,9 @@ class RunManager:
         ending (its text, usage and last parts) is committed durably by `_finish`.
         """
         runs, seqs, payloads, marks = _unstored(handles)
-        scope = str(uuid.UUID(str(tenant_id)))  # a UUID's text: safe to write into the query
-        async with self.engine.connect() as conn:
-            driver = (await conn.get_raw_connection()).driver_connection
-            assert driver is not None
-            await driver.execute(
-                f"BEGIN; SELECT set_config('app.tenant_id', '{scope}', true),"
-                " set_config('synchronous_commit', 'off', true)")
-            try:
-                stopped = await driver.fetch(_FLUSH, runs, seqs, payloads,
-                                             [h.run_id for h, _ in marks],
-                                             [end for _, end in marks])
-                await driver.execute("COMMIT")
-            except BaseException:
-                if driver.is_closed():
-                    await conn.invalidate()  # the pool must not hand out a dead connection
-                else:
-                    await driver.execute("ROLLBACK")
-                raise
+        async with tenant_driver(self.engine, tenant_id, durable=False) as db:
+            stopped = await db.fetch(_FLUSH, runs, seqs, payloads,
+                                     [h.run_id for h, _ in marks], [end for _, end in marks])
         for handle, end in marks:
             handle.mark_stored(end)
         for run_id, stop_requested in stopped:
@@ -326,22 +333,19 @@ class RunManager:
                 self.handles[run_id].stop.set()
 
     @staticmethod
-    async def write_parts(session: AsyncSession, handles: list[RunHandle], *, notify: bool = True
-                          ) -> list[tuple[RunHandle, int]]:
-        """Insert the parts not yet stored (idempotent) and wake followers on other workers."""
-        runs, seqs, parts, marks = _unstored(handles)
+    async def write_parts(db: Db, handles: list[RunHandle]) -> list[tuple[RunHandle, int]]:
+        """Insert the parts not yet stored (idempotent), waking no one: for the post transaction,
+        whose run nobody can follow before it commits."""
+        runs, seqs, payloads, marks = _unstored(handles)
         if runs:
-            await session.execute(text(
-                "INSERT INTO run_events (run_id, seq, tenant_id, part)"
-                " SELECT r, s, current_setting('app.tenant_id')::uuid, p::jsonb"
-                " FROM unnest(CAST(:runs AS uuid[]), CAST(:seqs AS int[]),"
-                " CAST(:parts AS text[])) AS x(r, s, p) ON CONFLICT DO NOTHING"),
-                {"runs": [str(r) for r in runs], "seqs": seqs, "parts": parts})
-        if runs and notify:
-            await session.execute(text(
-                "SELECT pg_notify('chatbranch_runs', r) FROM unnest(CAST(:ids AS text[])) r"),
-                {"ids": sorted({str(r) for r in runs})})
+            await db.execute(_INSERT_PARTS, runs, seqs, payloads)
         return marks
+
+    @staticmethod
+    async def close_run(db: Db, handle: RunHandle, status: str, error: str | None) -> None:
+        """Store the run's last parts, wake followers on other workers and end the run."""
+        runs, seqs, payloads, _ = _unstored([handle])
+        await db.execute(_CLOSE, runs, seqs, payloads, handle.run_id, status, handle.count, error)
 
     async def _flush_loop(self) -> None:
         """Flush every tick, and at once when a run with live readers emits.

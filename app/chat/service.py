@@ -10,37 +10,57 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
 from app.auth.principal import Principal
 from app.chat.models import LlmContext, Message, Run, Thread, ToolCallRecord
+from app.db.driver import Db, detached, row, rows, select_list
 from app.errors import Conflict, NotFound
 from app.llm.tokens import count_text
 from app.usage.budgets import BudgetDecision, check_budget
 from app.usage.ledger import UsageFigures, usage_part
 from app.usage.pricing import PriceBook
 
+# The thread, row-locked for the turn, with what the turn needs beside it: its LLM context, its
+# execution's workflow key and the tenant's budgets.
+_LOCK_THREAD = f"""
+SELECT {select_list(Thread, 't')}, {select_list(LlmContext, 'c', 'c_')},
+  (SELECT e.workflow_key FROM workflow_executions e WHERE e.id = t.workflow_execution_id)
+    AS workflow_key,
+  (SELECT s.settings->'budgets' FROM tenants s WHERE s.id = t.tenant_id) AS budgets
+FROM workflow_chat_threads t LEFT JOIN workflow_llm_context c ON c.thread_id = t.id
+WHERE t.id = $1
+FOR UPDATE OF t
+"""
+
 # The question, the reply's placeholder and the run, with the thread's counters, in one round
-# trip. The foreign keys from the run to its messages are checked at the statement's end, when
-# all three rows exist.
-_POST = text("""
-WITH messages AS (
+# trip. Under the thread's row lock, a run with no unfinished predecessor starts running on the
+# posting worker ($11); later posts queue behind it. The foreign keys from the run to its
+# messages are checked at the statement's end, when all three rows exist.
+_POST = """
+WITH busy AS (
+  SELECT EXISTS (SELECT 1 FROM thread_runs
+                 WHERE thread_id = $1 AND status IN ('queued', 'running')) AS b
+), messages AS (
   INSERT INTO workflow_chat_messages (id, thread_id, tenant_id, role, content, tokens_used,
     sequence_number, status, message_type, metadata)
-  VALUES (:question, :thread, :tenant, 'user', :content, :tokens, :seq, 'complete', 'text', NULL),
-         (:reply, :thread, :tenant, 'assistant', '', 0, :seq + 1, 'streaming', 'text',
-          CAST(:metadata AS jsonb))
+  VALUES ($4, $1, $2, 'user', $7, $8, $9, 'complete', 'text', NULL),
+         ($5, $1, $2, 'assistant', '', 0, $9 + 1, 'streaming', 'text', $10::jsonb)
 ), run AS (
   INSERT INTO thread_runs (id, tenant_id, thread_id, user_id, user_message_id,
     assistant_message_id, status, worker_id)
-  VALUES (:run, :tenant, :thread, :user, :question, :reply, :status, :worker)
+  SELECT $6, $2, $1, $3, $4, $5,
+         CASE WHEN b OR $11::text IS NULL THEN 'queued' ELSE 'running' END,
+         CASE WHEN b THEN NULL ELSE $11::text END
+  FROM busy
+), counters AS (
+  UPDATE workflow_chat_threads
+  SET last_sequence_number = $9 + 1, total_messages = COALESCE(total_messages, 0) + 2
+  WHERE id = $1
 )
-UPDATE workflow_chat_threads
-SET last_sequence_number = :seq + 1, total_messages = COALESCE(total_messages, 0) + 2
-WHERE id = :thread
-""")
+SELECT NOT b AND $11::text IS NOT NULL FROM busy
+"""
 
 
 @dataclass
@@ -53,6 +73,8 @@ class PostedMessage:
     created: bool  # False when an Idempotency-Key replayed an earlier request
     first_in_line: bool = False  # created running: no earlier reply was queued or running
     thread: Thread | None = None  # the thread, row-locked by this transaction
+    context: LlmContext | None = None  # the thread's LLM context, read with the lock
+    workflow_key: str | None = None  # the key of the thread's execution's workflow
 
 
 def request_hash(*parts: str) -> str:
@@ -73,7 +95,7 @@ async def get_thread(session: AsyncSession, thread_id: str | uuid.UUID, *,
     return thread
 
 
-async def post_message(session: AsyncSession, principal: Principal, thread_id: str, content: str,
+async def post_message(db: Db, principal: Principal, thread_id: str, content: str,
                        idempotency_key: str | None, prices: PriceBook | None = None, *,
                        start_as: str | None = None) -> PostedMessage:
     """Commit the user message and a queued run, in the caller's transaction.
@@ -83,65 +105,65 @@ async def post_message(session: AsyncSession, principal: Principal, thread_id: s
     """
     fingerprint = request_hash(str(thread_id), content)
     if idempotency_key:
-        replay = await _claim_idempotency_key(session, principal, idempotency_key, fingerprint,
+        replay = await _claim_idempotency_key(db, principal, idempotency_key, fingerprint,
                                               f"thread:{thread_id}:messages")
         if replay is not None:
             return replay
-    thread = await get_thread(session, thread_id, for_update=True)
+    locked = await row(db, _LOCK_THREAD, _thread_key(thread_id))
+    if locked is None:
+        raise NotFound(f"thread '{thread_id}' not found")
+    thread = detached(Thread, locked)
+    context = detached(LlmContext, locked, "c_") if locked.c_id is not None else None
     if thread.status != "active":
         raise Conflict(f"the thread is {thread.status}; open a new branch to keep talking")
     user_seq = thread.last_sequence_number + 1
     content_tokens = count_text(content)
     reply_metadata: dict[str, Any] = {"replyTo": user_seq}
-    if prices is not None:
-        reply_metadata.update(await _budget(session, principal, thread, content_tokens, prices))
-    # Under the thread's row lock: runs posted later queue behind this one, so a run with no
-    # unfinished predecessor now never has to wait for its turn.
-    busy = (await session.execute(text(
-        "SELECT 1 FROM thread_runs WHERE thread_id = :t AND status IN ('queued', 'running')"
-        " LIMIT 1"), {"t": thread.id})).first()
-    first_in_line = busy is None and start_as is not None
-    user_message = Message(id=uuid.uuid4(), thread_id=thread.id, role="user", content=content,
+    if prices is not None and locked.budgets:
+        assert context is not None, "every thread is opened with its LLM context"
+        reply_metadata.update(await _budget(db, principal, thread, context, locked.budgets,
+                                            content_tokens, prices))
+    ids = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    first_in_line = bool(await db.fetchval(
+        _POST, thread.id, principal.tenant_id, principal.user_id, *ids, content,
+        content_tokens, user_seq, json.dumps(reply_metadata, default=str), start_as))
+    question_id, reply_id, run_id = ids
+    user_message = Message(id=question_id, thread_id=thread.id, role="user", content=content,
                            tokens_used=content_tokens, sequence_number=user_seq,
                            tenant_id=principal.tenant_id, status="complete",
                            message_type="text", metadata_=None)
-    assistant = Message(id=uuid.uuid4(), thread_id=thread.id, role="assistant", content="",
+    assistant = Message(id=reply_id, thread_id=thread.id, role="assistant", content="",
                         sequence_number=user_seq + 1, tenant_id=principal.tenant_id,
                         status="streaming", tokens_used=0, message_type="text",
                         metadata_=reply_metadata)
-    run = Run(id=uuid.uuid4(), tenant_id=principal.tenant_id, thread_id=thread.id,
-              user_id=principal.user_id, user_message_id=user_message.id,
-              assistant_message_id=assistant.id, stop_requested=False, last_event_seq=0,
+    run = Run(id=run_id, tenant_id=principal.tenant_id, thread_id=thread.id,
+              user_id=principal.user_id, user_message_id=question_id,
+              assistant_message_id=reply_id, stop_requested=False, last_event_seq=0,
               status="running" if first_in_line else "queued",
               worker_id=start_as if first_in_line else None)
-    await session.execute(_POST, {
-        "thread": thread.id, "tenant": principal.tenant_id, "user": principal.user_id,
-        "question": user_message.id, "reply": assistant.id, "run": run.id,
-        "content": content, "tokens": content_tokens, "seq": user_seq,
-        "metadata": json.dumps(reply_metadata, default=str), "status": run.status,
-        "worker": run.worker_id})
-    # The statement moved the thread's counters; the loaded thread says so without a flush.
-    set_committed_value(thread, "last_sequence_number", user_seq + 1)
-    set_committed_value(thread, "total_messages", (thread.total_messages or 0) + 2)
+    thread.last_sequence_number = user_seq + 1
+    thread.total_messages = (thread.total_messages or 0) + 2
     if idempotency_key:
-        await session.execute(text(
-            "UPDATE idempotency_keys SET run_id = :r WHERE tenant_id = :t AND key = :k"),
-            {"r": run.id, "t": principal.tenant_id, "k": idempotency_key})
+        await db.execute(
+            "UPDATE idempotency_keys SET run_id = $1 WHERE tenant_id = $2 AND key = $3",
+            run_id, principal.tenant_id, idempotency_key)
     return PostedMessage(run, user_message, assistant, created=True,
-                         first_in_line=first_in_line, thread=thread)
+                         first_in_line=first_in_line, thread=thread, context=context,
+                         workflow_key=locked.workflow_key)
 
 
-async def _budget(session: AsyncSession, principal: Principal, thread: Thread,
-                  content_tokens: int, prices: PriceBook) -> dict[str, Any]:
+def _thread_key(thread_id: str | uuid.UUID) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(thread_id))
+    except ValueError:
+        raise NotFound(f"thread '{thread_id}' not found") from None
+
+
+async def _budget(db: Db, principal: Principal, thread: Thread, context: LlmContext,
+                  budgets: dict[str, Any], content_tokens: int,
+                  prices: PriceBook) -> dict[str, Any]:
     """Apply the tenant's budgets to the next turn (raises BudgetExceeded on a hard limit)."""
-    budgets = (await session.execute(text(
-        "SELECT settings->'budgets' FROM tenants WHERE id = :t"), {"t": principal.tenant_id}
-    )).scalar() or {}
-    if not budgets:
-        return {}
-    context = (await session.scalars(
-        select(LlmContext).where(LlmContext.thread_id == thread.id))).one()
-    decision = await check_budget(session, budgets, thread, context, principal.user_id,
+    decision = await check_budget(db, budgets, thread, context, principal.user_id,
                                   content_tokens, prices)
     metadata: dict[str, Any] = {}
     if decision.part() is not None:
@@ -153,42 +175,46 @@ async def _budget(session: AsyncSession, principal: Principal, thread: Thread,
     return metadata
 
 
-async def record_refusal(session: AsyncSession, principal: Principal, thread_id: str,
+async def record_refusal(db: Db, principal: Principal, thread_id: str,
                          decision: BudgetDecision) -> None:
     """The only row a refused turn writes."""
-    await session.execute(text(
+    await db.execute(
         "INSERT INTO usage_refusals (tenant_id, user_id, thread_id, scope, limit_kind,"
-        " limit_value, used, estimate) VALUES (:t, :u, :th, :s, :k, :l, :used, :e)"),
-        {"t": principal.tenant_id, "u": principal.user_id, "th": uuid.UUID(str(thread_id)),
-         "s": decision.scope, "k": decision.limit_kind, "l": decision.limit,
-         "used": decision.used, "e": decision.estimate})
+        " limit_value, used, estimate) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        principal.tenant_id, principal.user_id, uuid.UUID(str(thread_id)), decision.scope,
+        decision.limit_kind, decision.limit, decision.used, decision.estimate)
 
 
-async def _claim_idempotency_key(session: AsyncSession, principal: Principal, key: str,
+async def _claim_idempotency_key(db: Db, principal: Principal, key: str,
                                  fingerprint: str, scope: str) -> PostedMessage | None:
     """Insert the key, or return the earlier request's result (waiting for it to commit)."""
     if len(key) > 200:
         raise Conflict("Idempotency-Key may have at most 200 characters")
-    inserted = (await session.execute(text(
+    inserted = await db.fetchval(
         "INSERT INTO idempotency_keys (tenant_id, key, user_id, scope, request_hash)"
-        " VALUES (:t, :k, :u, :s, :h) ON CONFLICT DO NOTHING RETURNING key"),
-        {"t": principal.tenant_id, "k": key, "u": principal.user_id, "s": scope,
-         "h": fingerprint})).first()
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING key",
+        principal.tenant_id, key, principal.user_id, scope, fingerprint)
     if inserted is not None:
         return None
-    earlier = (await session.execute(text(
-        "SELECT scope, request_hash, run_id FROM idempotency_keys"
-        " WHERE tenant_id = :t AND key = :k"),
-        {"t": principal.tenant_id, "k": key})).one()
+    earlier = await row(db, "SELECT scope, request_hash, run_id FROM idempotency_keys"
+                            " WHERE tenant_id = $1 AND key = $2", principal.tenant_id, key)
+    assert earlier is not None
     if earlier.scope != scope or earlier.request_hash != fingerprint or earlier.run_id is None:
         raise Conflict("this Idempotency-Key was already used for a different request")
-    run = await session.get(Run, earlier.run_id)
-    assert run is not None
-    user_message = await session.get(Message, run.user_message_id)
-    assistant = await session.get(Message, run.assistant_message_id)
-    if user_message is None or assistant is None:
+    found = await row(db, _EARLIER_TURN, earlier.run_id)
+    if found is None or found.q_id is None or found.a_id is None:
         raise Conflict("the request behind this Idempotency-Key no longer exists")
-    return PostedMessage(run, user_message, assistant, created=False)
+    return PostedMessage(detached(Run, found), detached(Message, found, "q_"),
+                         detached(Message, found, "a_"), created=False)
+
+
+_EARLIER_TURN = f"""
+SELECT {select_list(Run, 'r')}, {select_list(Message, 'q', 'q_')}, {select_list(Message, 'a', 'a_')}
+FROM thread_runs r
+LEFT JOIN workflow_chat_messages q ON q.id = r.user_message_id
+LEFT JOIN workflow_chat_messages a ON a.id = r.assistant_message_id
+WHERE r.id = $1
+"""
 
 
 async def unfinished_runs(session: AsyncSession, thread_id: uuid.UUID) -> list[Run]:
@@ -296,41 +322,45 @@ async def thread_detail(session: AsyncSession, thread: Thread) -> dict[str, Any]
     }
 
 
-async def reply_payload(session: AsyncSession, run: Run) -> dict[str, Any]:
+async def reply_payload(db: Db, run: Run) -> dict[str, Any]:
     """The JSON answer to a posted message once its reply is final."""
     assert run.user_message_id is not None
     assert run.assistant_message_id is not None
-    user_message = await read_message(session, run.user_message_id)
-    assistant = await read_message(session, run.assistant_message_id)
-    rows = await reply_usage(session, assistant.id)
-    return await payload_of(session, run.id, user_message, assistant, rows)
+    user_message = await read_message(db, run.user_message_id)
+    assistant = await read_message(db, run.assistant_message_id)
+    usage = await reply_usage(db, assistant.id)
+    return await payload_of(db, run.id, user_message, assistant, usage)
 
 
 # A reply's answer is read as plain rows: `message_out` and `usage_part` read attributes.
 MESSAGE_COLUMNS = ("id, role, content, message_type, metadata AS metadata_, tokens_used,"
                    " sequence_number, status, created_at")
-_MESSAGE = text(f"SELECT {MESSAGE_COLUMNS} FROM workflow_chat_messages WHERE id = :m")
-_REPLY_USAGE = text(
+_MESSAGE = f"SELECT {MESSAGE_COLUMNS} FROM workflow_chat_messages WHERE id = $1"
+_REPLY_USAGE = (
     "SELECT usage_source, input_tokens, output_tokens, cached_tokens, cost_usd"
-    " FROM usage_ledger WHERE message_id = :m ORDER BY created_at")
+    " FROM usage_ledger WHERE message_id = $1 ORDER BY created_at")
+_REPLY_TOOL_CALLS = (
+    f"SELECT {select_list(ToolCallRecord, 't')} FROM workflow_llm_tool_calls t"
+    " WHERE t.message_id = $1 ORDER BY t.created_at")
 
 
-async def read_message(session: AsyncSession, message_id: uuid.UUID) -> Any:
+async def read_message(db: Db, message_id: uuid.UUID) -> Any:
     """One message as a plain row (a MessageView)."""
-    return (await session.execute(_MESSAGE, {"m": message_id})).one()
+    found = await row(db, _MESSAGE, message_id)
+    assert found is not None, "a run's messages are deleted only with it"
+    return found
 
 
-async def reply_usage(session: AsyncSession, message_id: uuid.UUID) -> Sequence[Any]:
+async def reply_usage(db: Db, message_id: uuid.UUID) -> Sequence[Any]:
     """The ledger figures of one reply's provider calls (UsageFigures rows)."""
-    return (await session.execute(_REPLY_USAGE, {"m": message_id})).all()
+    return await rows(db, _REPLY_USAGE, message_id)
 
 
-async def payload_of(session: AsyncSession, run_id: uuid.UUID, user_message: MessageView,
-                     assistant: MessageView, rows: Sequence[UsageFigures]) -> dict[str, Any]:
+async def payload_of(db: Db, run_id: uuid.UUID, user_message: MessageView,
+                     assistant: MessageView, usage: Sequence[UsageFigures]) -> dict[str, Any]:
     """The JSON answer from the reply's final rows (also built by the reply's own ending)."""
-    calls = (await session.scalars(select(ToolCallRecord)
-                                   .where(ToolCallRecord.message_id == assistant.id)
-                                   .order_by(ToolCallRecord.created_at))).all()
+    calls = await rows(db, _REPLY_TOOL_CALLS, assistant.id)
     return {"userMessage": message_out(user_message), "assistantMessage": message_out(assistant),
-            "toolCalls": [tool_call_out(c) for c in calls], "usage": usage_part(rows),
+            "toolCalls": [tool_call_out(detached(ToolCallRecord, c)) for c in calls],
+            "usage": usage_part(usage),
             "runId": str(run_id)}

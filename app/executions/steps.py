@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth.principal import Principal
 from app.chat.service import PostedMessage, post_message
 from app.chat.threads import open_thread, resolve_model_settings
+from app.db.driver import driver_of
 from app.executions.models import Execution, NotificationLog
 from app.settings import Settings
 from app.templates.engine import TemplateEngine, render_deep
@@ -88,7 +89,9 @@ async def enter_step(session: AsyncSession, *, settings: Settings, templates: Te
         context_data=context, tools=[],
         model=resolve_model_settings(settings, (workflow.config.get("context") or {})))
     question = await templates.arender(str(prompt), context)
-    posted = await post_message(session, principal, str(thread.id), question, None)
+    # open_thread flushed the thread and its context, so the driver's statements see them.
+    posted = await post_message(await driver_of(session), principal, str(thread.id), question,
+                                None)
     state["analysisThreadId"] = str(thread.id)
     execution.state = dict(state)
     return posted

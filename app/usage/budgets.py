@@ -13,10 +13,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from app.chat.models import LlmContext, Thread
+from app.db.driver import Db
 from app.usage.pricing import PriceBook
 
 SCOPES = ("thread", "user", "tenant")
@@ -53,41 +51,40 @@ class BudgetExceeded(Exception):
         self.decision = decision
 
 
-async def _used(session: AsyncSession, scope: str, thread: Thread,
-                user_id: uuid.UUID) -> tuple[int, Decimal]:
+async def _used(db: Db, scope: str, thread: Thread, user_id: uuid.UUID) -> tuple[int, Decimal]:
     if scope == "thread":
         return thread.total_tokens or 0, Decimal(0)
     month = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    where = "created_at >= :month" + (" AND user_id = :user" if scope == "user" else "")
-    row = (await session.execute(text(
-        "SELECT COALESCE(sum(input_tokens + output_tokens), 0),"
-        f" COALESCE(sum(cost_usd), 0) FROM usage_ledger WHERE {where}"),
-        {"month": month, "user": user_id})).one()
-    return int(row[0]), Decimal(row[1])
+    sql = ("SELECT COALESCE(sum(input_tokens + output_tokens), 0), COALESCE(sum(cost_usd), 0)"
+           " FROM usage_ledger WHERE created_at >= $1")
+    found = await (db.fetchrow(sql + " AND user_id = $2", month, user_id) if scope == "user"
+                   else db.fetchrow(sql, month))
+    assert found is not None
+    return int(found[0]), Decimal(found[1])
 
 
-async def prompt_estimate(session: AsyncSession, thread: Thread, context: LlmContext,
+async def prompt_estimate(db: Db, thread: Thread, context: LlmContext,
                           new_message_tokens: int) -> int:
     """The next prompt's tokens from stored per-message counts (no re-tokenising)."""
     from app.chat.history import context_snapshot
     from app.usage.breakdown import count_cached
 
-    history = (await session.execute(text(
+    history = await db.fetchval(
         "SELECT COALESCE(sum(CASE WHEN role = 'user' THEN COALESCE(tokens_used, 0)"
         " ELSE COALESCE((metadata->>'contentTokens')::int, 0) END + 4), 0)"
-        " FROM workflow_chat_messages WHERE thread_id = :t"), {"t": thread.id})).scalar_one()
+        " FROM workflow_chat_messages WHERE thread_id = $1", thread.id)
     return (count_cached(context.system_prompt) + count_cached(context_snapshot(context))
             + int(history) + new_message_tokens + 10)
 
 
-async def check_budget(session: AsyncSession, budgets: dict[str, Any], thread: Thread,
+async def check_budget(db: Db, budgets: dict[str, Any], thread: Thread,
                        context: LlmContext, user_id: uuid.UUID, new_message_tokens: int,
                        prices: PriceBook) -> BudgetDecision:
     """Evaluate every configured limit; raises BudgetExceeded on a hard limit in refuse mode."""
     decision = BudgetDecision()
     if not budgets:
         return decision
-    estimate = await prompt_estimate(session, thread, context, new_message_tokens)
+    estimate = await prompt_estimate(db, thread, context, new_message_tokens)
     decision.estimate = estimate
     model = context.model_used or "local"
     est_cost, _ = prices.cost(model, datetime.now(UTC), estimate, 0, 0)
@@ -102,7 +99,7 @@ async def check_budget(session: AsyncSession, budgets: dict[str, Any], thread: T
     for scope in SCOPES:
         if not any(v is not None for v in limits[scope].values()):
             continue
-        tokens, cost = await _used(session, scope, thread, user_id)
+        tokens, cost = await _used(db, scope, thread, user_id)
         for kind, limit in limits[scope].items():
             if limit is None:
                 continue

@@ -10,9 +10,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
-
+from app.db.driver import Db
 from app.llm.base import Usage
 from app.usage.pricing import PriceBook
 
@@ -35,32 +33,32 @@ class CallAttribution:
 
 # The row and the three running totals it feeds, in one round trip: a reply's ending waits on
 # this. Data-modifying CTEs all run, whether or not the final SELECT reads them.
-_RECORD = text("""
+_RECORD = """
 WITH row AS (
   INSERT INTO usage_ledger (tenant_id, user_id, customer_id, execution_id, workflow_key,
     step_id, branch_type, thread_id, message_id, call_kind, provider, model, input_tokens,
     output_tokens, cached_tokens, reasoning_tokens, usage_source, status, latency_ms,
     time_to_first_token_ms, cost_usd, price_version, prompt_breakdown, tool_names)
-  VALUES (:tenant_id, :user_id, :customer_id, :execution_id, :workflow_key, :step_id,
-    :branch_type, :thread_id, :message_id, :call_kind, :provider, :model, :input_tokens,
-    :output_tokens, :cached_tokens, :reasoning_tokens, :usage_source, :status, :latency_ms,
-    :ttft_ms, :cost_usd, :price_version, CAST(:breakdown AS jsonb), CAST(:tools AS text[]))
+  VALUES ($1, $2, $3, $4, $5, $6,
+    $7, $8, $9, $10, $11, $12, $13,
+    $14, $15, $16, $17, $18, $19,
+    $20, $21, $22, $23::jsonb, $24::text[])
   RETURNING id
 ), message AS (
-  UPDATE workflow_chat_messages SET tokens_used = COALESCE(tokens_used, 0) + :total
-  WHERE id = :message_id RETURNING 1
+  UPDATE workflow_chat_messages SET tokens_used = COALESCE(tokens_used, 0) + $25
+  WHERE id = $9 RETURNING 1
 ), thread AS (
-  UPDATE workflow_chat_threads SET total_tokens = total_tokens + :total
-  WHERE id = :thread_id RETURNING 1
+  UPDATE workflow_chat_threads SET total_tokens = total_tokens + $25
+  WHERE id = $8 RETURNING 1
 ), context AS (
-  UPDATE workflow_llm_context SET total_tokens_used = total_tokens_used + :total
-  WHERE thread_id = :thread_id RETURNING 1
+  UPDATE workflow_llm_context SET total_tokens_used = total_tokens_used + $25
+  WHERE thread_id = $8 RETURNING 1
 )
 SELECT id FROM row
-""")
+"""
 
 
-async def record_call(session: AsyncSession, prices: PriceBook, who: CallAttribution, *,
+async def record_call(db: Db, prices: PriceBook, who: CallAttribution, *,
                       provider: str, model: str, usage: Usage, status: str,
                       latency_ms: int | None, ttft_ms: int | None,
                       breakdown: dict[str, Any] | None = None,
@@ -73,18 +71,13 @@ async def record_call(session: AsyncSession, prices: PriceBook, who: CallAttribu
     now = datetime.now(UTC)
     cost, version = prices.cost(model, now, usage.input_tokens, usage.cached_tokens,
                                 usage.output_tokens)
-    return (await session.execute(_RECORD, {
-        "tenant_id": who.tenant_id, "user_id": who.user_id, "customer_id": who.customer_id,
-        "execution_id": who.execution_id, "workflow_key": who.workflow_key,
-        "step_id": who.step_id, "branch_type": who.branch_type, "thread_id": who.thread_id,
-        "message_id": who.message_id, "call_kind": who.call_kind, "provider": provider,
-        "model": model, "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens, "cached_tokens": usage.cached_tokens,
-        "reasoning_tokens": usage.reasoning_tokens, "usage_source": usage.source,
-        "status": status, "latency_ms": latency_ms, "ttft_ms": ttft_ms, "cost_usd": cost,
-        "price_version": version, "breakdown": json.dumps(breakdown or {}),
-        "tools": tool_names or [], "total": usage.total,
-    })).scalar_one()
+    row_id: uuid.UUID = await db.fetchval(
+        _RECORD, who.tenant_id, who.user_id, who.customer_id, who.execution_id,
+        who.workflow_key, who.step_id, who.branch_type, who.thread_id, who.message_id,
+        who.call_kind, provider, model, usage.input_tokens, usage.output_tokens,
+        usage.cached_tokens, usage.reasoning_tokens, usage.source, status, latency_ms, ttft_ms,
+        cost, version, json.dumps(breakdown or {}), tool_names or [], usage.total)
+    return row_id
 
 
 class UsageFigures(Protocol):

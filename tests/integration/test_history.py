@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.chat import history
 from app.chat.history import build_messages
 from app.chat.models import LlmContext, Thread
+from app.db.driver import driver_of
 
 TURNS = 70  # 140 earlier messages: several pages
 
@@ -48,11 +49,11 @@ async def long_thread(owner_engine, thread_id: str) -> uuid.UUID:
 
 
 async def seen(owner_engine, thread_id: str, question: uuid.UUID, budget: int):
-    async with AsyncSession(owner_engine) as session:
+    async with AsyncSession(owner_engine) as session, session.begin():
         thread = await session.get(Thread, uuid.UUID(thread_id))
         context = (await session.scalars(
             select(LlmContext).where(LlmContext.thread_id == thread.id))).one()
-        return await build_messages(session, thread, context,
+        return await build_messages(await driver_of(session), thread, context,
                                     SimpleNamespace(user_message_id=question), budget)
 
 

@@ -1,0 +1,169 @@
+"""The turn's statements on the driver: tenant scope, all-or-nothing, pooled connections left
+clean, and a reply's ending that cannot deadlock with the flusher."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from sqlalchemy import select, text
+
+from app.chat import stream as parts
+from app.chat.models import Thread
+from app.chat.runs import RunHandle, RunManager
+from app.db.driver import detached, driver_of, row, select_list, tenant_driver
+from app.db.engine import create_engine, create_sessionmaker
+from app.db.tenancy import tenant_transaction
+
+
+@pytest.fixture
+async def one_connection(database):
+    """A runtime-role engine whose pool holds a single connection."""
+    engine = create_engine(database.app_url, pool_size=1, max_overflow=0)
+    yield engine
+    await engine.dispose()
+
+
+async def customer_ids(db) -> set[uuid.UUID]:
+    return {r["id"] for r in await db.fetch("SELECT id FROM customers")}
+
+
+async def test_each_transaction_sees_only_its_tenant_through_one_pooled_connection(
+        one_connection, owner_engine, demo, other) -> None:
+    async with owner_engine.connect() as conn:
+        owned = {t: set((await conn.execute(text("SELECT id FROM customers WHERE tenant_id = :t"),
+                                            {"t": t})).scalars()) for t in (demo, other)}
+    assert owned[demo] and owned[other]
+    for tenant in (demo, other, demo, other):
+        async with tenant_driver(one_connection, tenant) as db:
+            assert await customer_ids(db) == owned[tenant]
+    async with one_connection.connect() as conn:  # the scope ended with its transaction
+        left = (await conn.execute(text("SELECT current_setting('app.tenant_id', true)"))).scalar()
+        assert not left
+        assert await customer_ids((await conn.get_raw_connection()).driver_connection) == set()
+
+
+async def test_a_failed_transaction_writes_nothing_and_leaves_the_connection_clean(
+        one_connection, owner_engine, demo) -> None:
+    thread_id = uuid.uuid4()
+
+    async def insert_then_fail() -> None:
+        async with tenant_driver(one_connection, demo) as db:
+            await db.execute(
+                "INSERT INTO usage_refusals (tenant_id, thread_id, scope, limit_kind)"
+                " VALUES ($1, $2, 'thread', 'tokens')", demo, thread_id)
+            raise RuntimeError("after the insert")
+
+    with pytest.raises(RuntimeError, match="after the insert"):
+        await insert_then_fail()
+    async with owner_engine.connect() as conn:
+        kept = (await conn.execute(text("SELECT count(*) FROM usage_refusals"
+                                        " WHERE thread_id = :t"), {"t": thread_id})).scalar()
+    assert kept == 0
+    async with tenant_driver(one_connection, demo) as db:  # the same connection, usable again
+        assert not await db.fetchval("SELECT 1 FROM usage_refusals WHERE thread_id = $1",
+                                     thread_id)
+
+
+@pytest.mark.parametrize("hostile", [
+    "00000000-0000-0000-0000-000000000000', true); DROP TABLE customers; --",
+    "' OR 1=1 --",
+    "",
+])
+async def test_ids_that_are_not_uuids_never_reach_the_database(
+        one_connection, owner_engine, demo, hostile) -> None:
+    with pytest.raises(ValueError):
+        async with tenant_driver(one_connection, hostile):
+            pass
+    with pytest.raises(ValueError):
+        async with tenant_driver(one_connection, demo, user_id=hostile or "x"):
+            pass
+    async with owner_engine.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM customers"))).scalar()
+
+
+async def test_a_connection_killed_mid_transaction_is_not_handed_out_again(
+        one_connection, owner_engine, demo) -> None:
+    killed: list[int] = []
+
+    async def kill_own_backend() -> None:
+        async with tenant_driver(one_connection, demo) as db:
+            killed.append(await db.fetchval("SELECT pg_backend_pid()"))
+            async with owner_engine.connect() as conn:
+                await conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": killed[0]})
+            await db.fetchval("SELECT 1")
+
+    # Which error the driver raises depends on when it notices the server went away.
+    with pytest.raises(Exception):  # noqa: B017
+        await kill_own_backend()
+    async with tenant_driver(one_connection, demo) as db:
+        assert await db.fetchval("SELECT pg_backend_pid()") != killed[0]
+        assert await customer_ids(db)
+
+
+async def test_the_driver_of_a_session_needs_its_transaction_begun(app_engine, demo) -> None:
+    sessions = create_sessionmaker(app_engine)
+    async with sessions() as session:
+        with pytest.raises(RuntimeError, match="has not begun"):
+            await driver_of(session)
+    async with tenant_transaction(sessions, demo) as session:
+        assert await customer_ids(await driver_of(session))
+
+
+async def test_rows_read_on_the_driver_build_the_same_objects_as_the_orm(
+        app_engine, demo, new_thread) -> None:
+    thread_id = uuid.UUID(await new_thread())
+    sessions = create_sessionmaker(app_engine)
+    async with tenant_transaction(sessions, demo) as session:
+        loaded = (await session.scalars(select(Thread).where(Thread.id == thread_id))).one()
+        found = await row(await driver_of(session),
+                          f"SELECT {select_list(Thread, 't')} FROM workflow_chat_threads t"
+                          " WHERE t.id = $1", thread_id)
+    assert found is not None
+    assert found.step_id == loaded.step_id
+    with pytest.raises(AttributeError):
+        _ = found.no_such_column
+    built = detached(Thread, found)
+    for column in Thread.__table__.columns:
+        assert getattr(built, column.key) == getattr(loaded, column.key), column.key
+
+
+async def test_a_replys_ending_waits_for_a_flush_of_the_same_parts_without_deadlock(
+        app_engine, owner_engine, demo, new_thread) -> None:
+    """The flusher and a reply's ending both store parts, then touch the run's row. Were the
+    ending to lock the run first, a flush holding the same parts would deadlock with it."""
+    thread_id = uuid.UUID(await new_thread())
+    run_id = uuid.uuid4()
+    async with owner_engine.begin() as conn:
+        await conn.execute(text(
+            "INSERT INTO thread_runs (id, tenant_id, thread_id, status) VALUES (:r, :t, :th,"
+            " 'running')"), {"r": run_id, "t": demo, "th": thread_id})
+    handle = RunHandle(run_id=run_id, thread_id=thread_id, tenant_id=demo)
+    for name in ("start", "finish-step", "finish"):
+        handle.emit(parts.simple(name))
+    async with owner_engine.connect() as owner:
+        flusher = (await owner.get_raw_connection()).driver_connection
+        flush = flusher.transaction()
+        await flush.start()
+        await flusher.execute(
+            "INSERT INTO run_events (run_id, seq, tenant_id, part) VALUES ($1, 1, $2, '{}'),"
+            " ($1, 2, $2, '{}')", run_id, demo)
+
+        async def end_the_reply() -> None:
+            async with tenant_driver(app_engine, demo) as db:
+                await RunManager.close_run(db, handle, "complete", None)
+
+        ending = asyncio.create_task(end_the_reply())
+        await asyncio.sleep(0.3)  # the ending now waits on the flush's uncommitted parts
+        assert not ending.done()
+        await flusher.execute("SET LOCAL lock_timeout = '3s'")
+        await flusher.execute("UPDATE thread_runs SET heartbeat_at = now() WHERE id = $1", run_id)
+        await flush.commit()
+        await asyncio.wait_for(ending, 10)
+    async with owner_engine.connect() as conn:
+        status, last = (await conn.execute(text(
+            "SELECT status, last_event_seq FROM thread_runs WHERE id = :r"), {"r": run_id})).one()
+        stored = (await conn.execute(text(
+            "SELECT count(*) FROM run_events WHERE run_id = :r"), {"r": run_id})).scalar()
+    assert (status, last, stored) == ("complete", 3, 3)
