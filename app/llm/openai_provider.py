@@ -173,6 +173,11 @@ async def _chunks(body: AsyncIterator[bytes]) -> AsyncIterator[_Chunk]:
             elif line.startswith(b"data:"):
                 payload = line[5:].strip()
                 if payload == b"[DONE]":
+                    # Read the body to its end: a response closed early takes its
+                    # connection with it, and the next call would connect (and handshake)
+                    # again.
+                    async for _ in body:
+                        pass
                     return
                 try:
                     chunk = _decode_chunk(payload)

@@ -122,6 +122,7 @@ class ScriptedFake:
         self._lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
         self.request_headers: list[dict[str, str]] = []
+        self.client_ports: list[int] = []  # the TCP port each request came from (its connection)
 
     def enqueue(self, *replies: Reply) -> None:
         """Script the next replies, answered in order."""
@@ -134,6 +135,7 @@ class ScriptedFake:
             self._queue.clear()
             self.requests.clear()
             self.request_headers.clear()
+            self.client_ports.clear()
 
     @property
     def request_count(self) -> int:
@@ -147,11 +149,14 @@ class ScriptedFake:
         with self._lock:
             return len(self._queue)
 
-    def take(self, body: dict[str, Any], headers: dict[str, str]) -> Reply | None:
+    def take(self, body: dict[str, Any], headers: dict[str, str],
+             client: tuple[str, int] | None = None) -> Reply | None:
         """Record one request and pick its reply."""
         with self._lock:
             self.requests.append(body)
             self.request_headers.append(headers)
+            if client is not None:
+                self.client_ports.append(client[1])
             if self._queue:
                 return self._queue.popleft()
             return self.default

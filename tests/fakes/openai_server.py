@@ -91,7 +91,7 @@ class FakeOpenAI(ScriptedFake):
             await send_json(send, 404, openai_error_body(404, f"no route {scope['path']}"))
             return
         body = await read_json_body(receive)
-        reply = self.take(body, header_dict(scope))
+        reply = self.take(body, header_dict(scope), scope.get("client"))
         if reply is None:
             await send_json(send, 500, openai_error_body(500, "fake: no scripted reply"))
             return

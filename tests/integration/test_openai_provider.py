@@ -99,6 +99,16 @@ def text_of(events: list[StreamEvent]) -> str:
     return "".join(e.text for e in events if isinstance(e, TextDelta))
 
 
+async def test_consecutive_streams_reuse_one_connection(fake, provider):
+    """A connection closed before its body ended cannot be reused: each call would connect
+    (and, against the real API, do a TLS handshake) again before its first token."""
+    fake.enqueue(*(text_reply(f"answer {n}") for n in range(4)))
+    for n in range(4):
+        assert text_of(await collect(provider, ask(f"question {n}"))) == f"answer {n}"
+    assert len(fake.client_ports) == 4
+    assert len(set(fake.client_ports)) == 1, fake.client_ports
+
+
 async def test_streamed_text_concatenates_and_finish_carries_reported_usage(fake, provider):
     reply = text_reply(
         "Acme renews in ten days.",
