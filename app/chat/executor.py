@@ -25,10 +25,10 @@ from app.chat.models import LlmContext, Run, Thread
 from app.chat.runs import RunHandle, RunManager
 from app.chat.service import (
     MESSAGE_COLUMNS,
+    MessageView,
     PostedMessage,
     payload_of,
     read_message,
-    reply_usage,
 )
 from app.db.driver import Db, detached, row, select_list, tenant_driver
 from app.llm.base import ChatMessage, ChatRequest, Finish, TextDelta, ToolCall, ToolCallReady, Usage
@@ -38,11 +38,11 @@ from app.llm.tokens import count_message, count_text, count_tools, estimate_usag
 from app.problems import database_unavailable
 from app.settings import Settings
 from app.usage.breakdown import scale_to_reported
-from app.usage.ledger import CallAttribution, record_call, usage_part
+from app.usage.ledger import CallAttribution, Recorded, record_call, usage_part
 from app.usage.pricing import PriceBook
 from tools.base import ToolContext, ToolRegistry
 
-LedgerWrite = Callable[[Db], Awaitable[None]]
+LedgerWrite = Callable[[Db], Awaitable[Recorded]]
 TEXT_PIECES = 32  # a reply's text is joined this often: a token's str costs 50 bytes of header
 # `||` adds top-level keys to the stored metadata, as dict.update did.
 _FINAL_REPLY = (
@@ -91,6 +91,7 @@ class Claimed:
     who: CallAttribution
     history: History
     stop_requested: bool = False
+    question: MessageView | None = None  # the user message as posted, when this worker posted it
 
 
 @dataclass
@@ -105,7 +106,9 @@ class Reply:
     status: str = "complete"
     error: str | None = None
     pending_rows: list[LedgerWrite] = field(default_factory=list)  # written by `_finish`
+    recorded: list[Recorded] = field(default_factory=list)  # ledger rows already committed
     user_message_id: uuid.UUID | None = None
+    question: MessageView | None = None
 
 
 class ReplyExecutor:
@@ -132,7 +135,7 @@ class ReplyExecutor:
             handle.stop.set()
         thread, context = claimed.thread, claimed.context
         who, history = claimed.who, claimed.history
-        reply = Reply(user_message_id=history.user_message_id)
+        reply = Reply(user_message_id=history.user_message_id, question=claimed.question)
         current: Round | None = None
         try:
             if not handle.count:  # else the post transaction stored them already
@@ -157,7 +160,7 @@ class ReplyExecutor:
                 finished_round, current = current, None
                 ledger_row = self._ledger_row(who, provider.name, finished_round, ending, reply)
                 if ending == "ok" and finished_round.calls:
-                    await self._write(who, ledger_row)  # durable before the tools run
+                    await self._write(who, ledger_row, reply)  # durable before the tools run
                 else:  # the last call: its row commits with the reply's ending
                     reply.pending_rows.append(ledger_row)
                 if ending != "ok":
@@ -217,6 +220,7 @@ class ReplyExecutor:
         assert thread is not None
         claimed = await self._load(db, run, thread, posted.context, posted.workflow_key,
                                    posted.assistant_message.metadata_ or {})
+        claimed.question = posted.user_message
         handle = RunHandle(run_id=run.id, thread_id=run.thread_id, tenant_id=run.tenant_id,
                            order=posted.user_message.sequence_number, claimed=claimed)
         for part in opening_parts(claimed, run.id):
@@ -308,12 +312,13 @@ class ReplyExecutor:
     async def _record(self, who: CallAttribution, provider: str, current: Round, ending: str,
                       reply: Reply) -> None:
         """Write the ledger row of one provider call now."""
-        await self._write(who, self._ledger_row(who, provider, current, ending, reply))
+        await self._write(who, self._ledger_row(who, provider, current, ending, reply), reply)
 
-    async def _write(self, who: CallAttribution, ledger_row: LedgerWrite) -> None:
+    async def _write(self, who: CallAttribution, ledger_row: LedgerWrite, reply: Reply) -> None:
         async def write() -> None:
             async with tenant_driver(self.manager.engine, who.tenant_id) as db:
-                await ledger_row(db)
+                written = await ledger_row(db)
+            reply.recorded.append(written)
 
         await with_db_retries(write)
 
@@ -342,8 +347,8 @@ class ReplyExecutor:
             reply.status, reply.error = "error", reply.error or "the model provider failed"
         now = time.perf_counter()
 
-        async def write(db: Db) -> None:
-            await record_call(
+        async def write(db: Db) -> Recorded:
+            return await record_call(
                 db, self.prices, who, provider=provider, model=current.request.model,
                 usage=usage, status=status, latency_ms=int((now - current.started) * 1000),
                 ttft_ms=int((current.first_token_at - current.started) * 1000)
@@ -402,10 +407,10 @@ class ReplyExecutor:
         closing = handle.count  # a retry must not emit the closing parts twice
         payload = None
         async with tenant_driver(self.manager.engine, who.tenant_id) as db:
+            usage = [*reply.recorded]
             for pending in reply.pending_rows:
-                await pending(db)
+                usage.append(await pending(db))
             assert who.message_id is not None
-            usage = await reply_usage(db, who.message_id)
             added: dict[str, Any] = {**reply.metadata, "contentTokens": count_text(content),
                                      "toolCalls": reply.tool_call_ids}
             if reply.citations:
@@ -417,8 +422,9 @@ class ReplyExecutor:
             assert message is not None, "a run's messages are deleted only with it"
             if handle.wants_payload:  # a JSON client waits: answer it from this transaction
                 assert reply.user_message_id is not None
-                user_message = await read_message(db, reply.user_message_id)
-                payload = await payload_of(db, handle.run_id, user_message, message, usage)
+                user_message = reply.question or await read_message(db, reply.user_message_id)
+                payload = await payload_of(db, handle.run_id, user_message, message, usage,
+                                           tool_calls=bool(reply.tool_call_ids))
             del handle.parts[closing - handle.base:]
             handle.emit(parts.data("usage", usage_part(usage)))
             handle.emit(parts.finish(reply.status))

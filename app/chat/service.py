@@ -59,7 +59,7 @@ WITH busy AS (
   SET last_sequence_number = $9 + 1, total_messages = COALESCE(total_messages, 0) + 2
   WHERE id = $1
 )
-SELECT NOT b AND $11::text IS NOT NULL FROM busy
+SELECT NOT b AND $11::text IS NOT NULL AS first_in_line, now() AS posted_at FROM busy
 """
 
 
@@ -124,14 +124,16 @@ async def post_message(db: Db, principal: Principal, thread_id: str, content: st
         reply_metadata.update(await _budget(db, principal, thread, context, locked.budgets,
                                             content_tokens, prices))
     ids = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    first_in_line = bool(await db.fetchval(
-        _POST, thread.id, principal.tenant_id, principal.user_id, *ids, content,
-        content_tokens, user_seq, json.dumps(reply_metadata, default=str), start_as))
+    posted = await row(
+        db, _POST, thread.id, principal.tenant_id, principal.user_id, *ids, content,
+        content_tokens, user_seq, json.dumps(reply_metadata, default=str), start_as)
+    assert posted is not None
+    first_in_line = bool(posted.first_in_line)
     question_id, reply_id, run_id = ids
     user_message = Message(id=question_id, thread_id=thread.id, role="user", content=content,
                            tokens_used=content_tokens, sequence_number=user_seq,
                            tenant_id=principal.tenant_id, status="complete",
-                           message_type="text", metadata_=None)
+                           message_type="text", metadata_=None, created_at=posted.posted_at)
     assistant = Message(id=reply_id, thread_id=thread.id, role="assistant", content="",
                         sequence_number=user_seq + 1, tenant_id=principal.tenant_id,
                         status="streaming", tokens_used=0, message_type="text",
@@ -357,9 +359,13 @@ async def reply_usage(db: Db, message_id: uuid.UUID) -> Sequence[Any]:
 
 
 async def payload_of(db: Db, run_id: uuid.UUID, user_message: MessageView,
-                     assistant: MessageView, usage: Sequence[UsageFigures]) -> dict[str, Any]:
-    """The JSON answer from the reply's final rows (also built by the reply's own ending)."""
-    calls = await rows(db, _REPLY_TOOL_CALLS, assistant.id)
+                     assistant: MessageView, usage: Sequence[UsageFigures], *,
+                     tool_calls: bool = True) -> dict[str, Any]:
+    """The JSON answer from the reply's final rows (also built by the reply's own ending).
+
+    `tool_calls=False`: the caller knows the reply called no tool, so none are read.
+    """
+    calls = await rows(db, _REPLY_TOOL_CALLS, assistant.id) if tool_calls else []
     return {"userMessage": message_out(user_message), "assistantMessage": message_out(assistant),
             "toolCalls": [tool_call_out(detached(ToolCallRecord, c)) for c in calls],
             "usage": usage_part(usage),

@@ -62,32 +62,51 @@ async def record_call(db: Db, prices: PriceBook, who: CallAttribution, *,
                       provider: str, model: str, usage: Usage, status: str,
                       latency_ms: int | None, ttft_ms: int | None,
                       breakdown: dict[str, Any] | None = None,
-                      tool_names: list[str] | None = None) -> uuid.UUID:
+                      tool_names: list[str] | None = None) -> Recorded:
     """Insert the row and add its tokens to the message, thread and LLM context in one go.
 
     Runs in the caller's transaction, so the invariants (Σ ledger = thread total = Σ assistant
-    message tokens) hold at every commit, whatever ends the reply. Returns the row's id.
+    message tokens) hold at every commit, whatever ends the reply. Returns what it wrote.
     """
     now = datetime.now(UTC)
     cost, version = prices.cost(model, now, usage.input_tokens, usage.cached_tokens,
                                 usage.output_tokens)
-    row_id: uuid.UUID = await db.fetchval(
+    row_id = await db.fetchval(
         _RECORD, who.tenant_id, who.user_id, who.customer_id, who.execution_id,
         who.workflow_key, who.step_id, who.branch_type, who.thread_id, who.message_id,
         who.call_kind, provider, model, usage.input_tokens, usage.output_tokens,
         usage.cached_tokens, usage.reasoning_tokens, usage.source, status, latency_ms, ttft_ms,
         cost, version, json.dumps(breakdown or {}), tool_names or [], usage.total)
-    return row_id
+    return Recorded(row_id, usage.source, usage.input_tokens, usage.output_tokens,
+                    usage.cached_tokens, cost)
 
 
-class UsageFigures(Protocol):
-    """What the usage part reads of a ledger row (an ORM row or a plain one)."""
+@dataclass(frozen=True)
+class Recorded:
+    """The figures of a ledger row as written (a UsageFigures): a reply sums its own rows
+    without reading them back."""
 
+    id: uuid.UUID
     usage_source: str
     input_tokens: int
     output_tokens: int
     cached_tokens: int
     cost_usd: Decimal
+
+
+class UsageFigures(Protocol):
+    """What the usage part reads of a ledger row (an ORM row, a plain one, or Recorded)."""
+
+    @property
+    def usage_source(self) -> str: ...
+    @property
+    def input_tokens(self) -> int: ...
+    @property
+    def output_tokens(self) -> int: ...
+    @property
+    def cached_tokens(self) -> int: ...
+    @property
+    def cost_usd(self) -> Decimal: ...
 
 
 def usage_part(rows: Sequence[UsageFigures]) -> dict[str, Any]:

@@ -263,3 +263,37 @@ async def test_a_long_reply_leaves_memory_as_it_is_stored_and_a_late_reader_miss
     text_seen = "".join(e.part["delta"] for e in received if e.part["type"] == "text-delta")
     assert text_seen == rows["messages"][-1].content and rows["messages"][-1].status == "complete"
     assert len(received) > 500
+
+
+@pytest.mark.parametrize("with_tool", [False, True])
+async def test_a_json_answer_is_what_the_thread_stores(
+        with_tool, http, auth, new_thread, owner_engine, fake_openai):
+    """The JSON answer is built from what the reply's ending wrote, not read back: it must
+    still equal the stored thread (messages, tool calls) and the ledger (usage, cost)."""
+    fake = fake_openai[0]
+    fake.reset()
+    if with_tool:
+        fake.enqueue(tool_call_reply(FakeToolCall("lookup_renewal", {"customer": "Acme"}),
+                                     usage=FakeUsage(input_tokens=50, output_tokens=9)))
+    fake.enqueue(text_reply("Acme renews in 10 days.",
+                            usage=FakeUsage(input_tokens=80, output_tokens=6, cached_tokens=20)))
+    thread = await new_thread("openai", tools=["lookup_renewal"] if with_tool else [])
+    response = await http.post(f"/api/threads/{thread}/messages", headers=auth(),
+                               json={"content": "When does Acme renew?"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    detail = (await http.get(f"/api/threads/{thread}", headers=auth())).json()
+    assert body["userMessage"] == detail["messages"][-2]
+    assert body["assistantMessage"] == detail["messages"][-1]
+    assert body["toolCalls"] == detail["toolCalls"]
+    assert len(body["toolCalls"]) == int(with_tool)
+    async with owner_engine.connect() as conn:
+        stored = (await conn.execute(text(
+            "SELECT sum(input_tokens), sum(output_tokens), sum(cached_tokens), sum(cost_usd),"
+            " count(*) FROM usage_ledger WHERE message_id = :m"),
+            {"m": body["assistantMessage"]["id"]})).one()
+    usage = body["usage"]
+    assert (usage["promptTokens"], usage["completionTokens"], usage["cachedTokens"],
+            usage["providerCalls"]) == (stored[0], stored[1], stored[2], stored[4])
+    assert usage["costUsd"] == float(stored[3]) > 0
+    assert usage["source"] == "provider"
