@@ -76,7 +76,8 @@ async def wait_for_json(request: Request[Any, Any, Any], principal: Principal,
     while True:
         if handle is not None:
             try:
-                await asyncio.wait_for(handle.finished.wait(), max(0.0, deadline - loop.time()))
+                async with asyncio.timeout_at(deadline):  # no task of its own, unlike wait_for
+                    await handle.finished.wait()
             except TimeoutError:
                 break
             if handle.payload is not None:

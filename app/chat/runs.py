@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -96,6 +97,7 @@ class RunHandle:
     heartbeat_at: float = 0.0
     claimed: Any = None  # set when the post transaction already started the run (first in line)
     followers: int = 0  # live readers of this run here (SSE clients)
+    born: float = field(default_factory=time.monotonic)
     on_emit: Callable[[], None] | None = None  # asks the flusher to store parts now
     wants_payload: bool = False  # a JSON client waits here: the ending builds its answer
     payload: dict[str, Any] | None = None
@@ -180,6 +182,19 @@ class RunHandle:
         finally:
             self.followers -= 1
             self._positions.remove(position)
+
+
+def due_for_flush(handle: RunHandle, now: float, young: float) -> bool:
+    """Whether a flush should store this run's new parts or beat its heart now.
+
+    New parts go out at once, except for a run born after `young` that nobody here reads:
+    a JSON reply of a fast model ends (and stores its parts itself) before a tick or two has
+    passed, and a flush of it first would be a transaction for nothing. An idle run only needs
+    its heartbeat now and then.
+    """
+    if handle.followers == 0 and handle.born > young:
+        return False
+    return handle.count > handle.flushed or now - handle.heartbeat_at > 1.0
 
 
 def _unstored(handles: list[RunHandle]) -> tuple[list[uuid.UUID], list[int], list[str],
@@ -300,9 +315,9 @@ class RunManager:
         async with self._flush_lock:
             by_tenant: dict[uuid.UUID, list[RunHandle]] = defaultdict(list)
             now = asyncio.get_running_loop().time()
+            young = time.monotonic() - 2 * self.flush_interval_s
             for handle in list(self.handles.values()):
-                # New parts go out at once; an idle run only needs its heartbeat now and then.
-                if handle.count > handle.flushed or now - handle.heartbeat_at > 1.0:
+                if due_for_flush(handle, now, young):
                     handle.heartbeat_at = now
                     by_tenant[handle.tenant_id].append(handle)
             for tenant_id, handles in by_tenant.items():
