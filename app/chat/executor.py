@@ -22,7 +22,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from app.chat import stream as parts
 from app.chat.history import History, build_messages
 from app.chat.models import LlmContext, Run, Thread
-from app.chat.runs import RunHandle, RunManager
+from app.chat.runs import ENDING_CTES, RunHandle, RunManager
 from app.chat.service import (
     MESSAGE_COLUMNS,
     MessageView,
@@ -45,10 +45,12 @@ from tools.base import ToolContext, ToolRegistry
 LedgerWrite = Callable[[Db], Awaitable[Recorded]]
 TEXT_PIECES = 32  # a reply's text is joined this often: a token's str costs 50 bytes of header
 # `||` adds top-level keys to the stored metadata, as dict.update did.
-_FINAL_REPLY = (
-    "UPDATE workflow_chat_messages SET content = $2, status = $3, message_type = $4,"
-    " metadata = COALESCE(metadata, '{}'::jsonb) || $5::jsonb"
-    f" WHERE id = $1 RETURNING {MESSAGE_COLUMNS}")
+_END_REPLY = ENDING_CTES + f"""
+UPDATE workflow_chat_messages SET content = $9, status = $5, message_type = $10,
+  metadata = COALESCE(metadata, '{{}}'::jsonb) || $11::jsonb
+WHERE id = $8 AND (SELECT count(*) FROM ended) >= 0
+RETURNING {MESSAGE_COLUMNS}
+"""
 # A queued run's turn came: mark it running here and read what its reply needs, at once.
 _CLAIM = f"""
 WITH claimed AS (
@@ -417,18 +419,18 @@ class ReplyExecutor:
                 added["citations"] = reply.citations
             if reply.error:
                 added["error"] = reply.error
-            message = await row(db, _FINAL_REPLY, who.message_id, content, reply.status,
-                                reply.message_type, json.dumps(added, default=str))
+            del handle.parts[closing - handle.base:]
+            handle.emit(parts.data("usage", usage_part(usage)))
+            handle.emit(parts.finish(reply.status))
+            message = await row(
+                db, _END_REPLY, *RunManager.ending_args(handle, reply.status, reply.error),
+                who.message_id, content, reply.message_type, json.dumps(added, default=str))
             assert message is not None, "a run's messages are deleted only with it"
             if handle.wants_payload:  # a JSON client waits: answer it from this transaction
                 assert reply.user_message_id is not None
                 user_message = reply.question or await read_message(db, reply.user_message_id)
                 payload = await payload_of(db, handle.run_id, user_message, message, usage,
                                            tool_calls=bool(reply.tool_call_ids))
-            del handle.parts[closing - handle.base:]
-            handle.emit(parts.data("usage", usage_part(usage)))
-            handle.emit(parts.finish(reply.status))
-            await RunManager.close_run(db, handle, reply.status, reply.error)
         handle.payload = payload  # only once committed
 
 

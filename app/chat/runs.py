@@ -47,10 +47,12 @@ SELECT r, s, current_setting('app.tenant_id')::uuid, p::jsonb
 FROM unnest($1::uuid[], $2::int[], $3::text[]) AS x(r, s, p)
 ON CONFLICT DO NOTHING
 """
-# A reply's ending: its last parts, the wake-up of followers elsewhere and the run's end. The
-# one-time filters run the insert before the run's row is locked, the order the flusher keeps
-# (the other order deadlocks with a flush writing the same parts).
-_CLOSE = """
+# A reply's ending, as the leading CTEs of the statement that makes its message final: the
+# run's last parts ($1-$3), the wake-up of followers elsewhere and the run's end ($4 run, $5
+# status, $6 last part, $7 error). The one-time filters order them: the parts go in before the
+# run's row is locked, as in a flush (the other order deadlocks with a flush writing the same
+# parts), and the statement's own UPDATE can wait for `ended` the same way.
+ENDING_CTES = """
 WITH added AS (
   INSERT INTO run_events (run_id, seq, tenant_id, part)
   SELECT r, s, current_setting('app.tenant_id')::uuid, p::jsonb
@@ -58,9 +60,10 @@ WITH added AS (
   ON CONFLICT DO NOTHING RETURNING 1
 ), woken AS (
   SELECT pg_notify('chatbranch_runs', $4::uuid::text) WHERE (SELECT count(*) FROM added) >= 0
+), ended AS (
+  UPDATE thread_runs SET status = $5, finished_at = now(), last_event_seq = $6, error_message = $7
+  WHERE id = $4 AND (SELECT count(*) FROM woken) >= 0 RETURNING 1
 )
-UPDATE thread_runs SET status = $5, finished_at = now(), last_event_seq = $6, error_message = $7
-WHERE id = $4 AND (SELECT count(*) FROM woken) >= 0
 """
 _FLUSH = """
 WITH added AS (
@@ -357,10 +360,10 @@ class RunManager:
         return marks
 
     @staticmethod
-    async def close_run(db: Db, handle: RunHandle, status: str, error: str | None) -> None:
-        """Store the run's last parts, wake followers on other workers and end the run."""
+    def ending_args(handle: RunHandle, status: str, error: str | None) -> list[Any]:
+        """The parameters $1-$7 of ENDING_CTES: the run's unstored parts and its end."""
         runs, seqs, payloads, _ = _unstored([handle])
-        await db.execute(_CLOSE, runs, seqs, payloads, handle.run_id, status, handle.count, error)
+        return [runs, seqs, payloads, handle.run_id, status, handle.count, error]
 
     async def _flush_loop(self) -> None:
         """Flush every tick, and at once when a run with live readers emits.

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select, text
 
 from app.chat import stream as parts
+from app.chat.executor import _END_REPLY
 from app.chat.models import Thread
 from app.chat.runs import RunHandle, RunManager
 from app.db.driver import detached, driver_of, row, select_list, tenant_driver
@@ -134,11 +135,16 @@ async def test_a_replys_ending_waits_for_a_flush_of_the_same_parts_without_deadl
     """The flusher and a reply's ending both store parts, then touch the run's row. Were the
     ending to lock the run first, a flush holding the same parts would deadlock with it."""
     thread_id = uuid.UUID(await new_thread())
-    run_id = uuid.uuid4()
+    run_id, reply_id = uuid.uuid4(), uuid.uuid4()
     async with owner_engine.begin() as conn:
         await conn.execute(text(
-            "INSERT INTO thread_runs (id, tenant_id, thread_id, status) VALUES (:r, :t, :th,"
-            " 'running')"), {"r": run_id, "t": demo, "th": thread_id})
+            "INSERT INTO workflow_chat_messages (id, thread_id, tenant_id, role, content,"
+            " sequence_number, status) VALUES (:m, :th, :t, 'assistant', '', 1000, 'streaming')"),
+            {"m": reply_id, "t": demo, "th": thread_id})
+        await conn.execute(text(
+            "INSERT INTO thread_runs (id, tenant_id, thread_id, assistant_message_id, status)"
+            " VALUES (:r, :t, :th, :m, 'running')"),
+            {"r": run_id, "t": demo, "th": thread_id, "m": reply_id})
     handle = RunHandle(run_id=run_id, thread_id=thread_id, tenant_id=demo)
     for name in ("start", "finish-step", "finish"):
         handle.emit(parts.simple(name))
@@ -152,7 +158,10 @@ async def test_a_replys_ending_waits_for_a_flush_of_the_same_parts_without_deadl
 
         async def end_the_reply() -> None:
             async with tenant_driver(app_engine, demo) as db:
-                await RunManager.close_run(db, handle, "complete", None)
+                ended = await row(db, _END_REPLY,
+                                  *RunManager.ending_args(handle, "complete", None),
+                                  reply_id, "the answer", "text", "{}")
+                assert ended is not None and ended.content == "the answer"
 
         ending = asyncio.create_task(end_the_reply())
         await asyncio.sleep(0.3)  # the ending now waits on the flush's uncommitted parts
@@ -166,4 +175,8 @@ async def test_a_replys_ending_waits_for_a_flush_of_the_same_parts_without_deadl
             "SELECT status, last_event_seq FROM thread_runs WHERE id = :r"), {"r": run_id})).one()
         stored = (await conn.execute(text(
             "SELECT count(*) FROM run_events WHERE run_id = :r"), {"r": run_id})).scalar()
+        message = (await conn.execute(text(
+            "SELECT status, content FROM workflow_chat_messages WHERE id = :m"),
+            {"m": reply_id})).one()
     assert (status, last, stored) == ("complete", 3, 3)
+    assert tuple(message) == ("complete", "the answer")
