@@ -213,10 +213,11 @@ class ReplyExecutor:
                                     context, found.workflow_key, found.directives or {})
 
     async def start_posted(self, db: Db, posted: PostedMessage) -> RunHandle:
-        """A run created running (first in line): load it and store its opening parts.
+        """A run created running (first in line): load it, with its opening parts.
 
-        Called inside the post transaction, so a turn reaches the provider after a single
-        commit and a reader's first parts are already stored when its stream starts.
+        Called inside the post transaction, which also stored those parts, so a turn reaches
+        the provider after a single commit and a reader's first parts are already stored when
+        its stream starts.
         """
         run, thread = posted.run, posted.thread
         assert thread is not None
@@ -225,9 +226,8 @@ class ReplyExecutor:
         claimed.question = posted.user_message
         handle = RunHandle(run_id=run.id, thread_id=run.thread_id, tenant_id=run.tenant_id,
                            order=posted.user_message.sequence_number, claimed=claimed)
-        for part in opening_parts(claimed, run.id):
-            handle.emit(part)
-        await RunManager.write_parts(db, [handle])
+        for text in posted.opening:
+            handle.emit_text(text)
         return handle
 
     async def _load(self, db: Db, run: Run, thread: Thread, context: LlmContext | None,
@@ -456,15 +456,12 @@ async def with_db_retries(write: Callable[[], Awaitable[None]], *, attempts: int
 
 
 def opening_parts(claimed: Claimed, run_id: uuid.UUID) -> list[dict[str, Any]]:
-    """The parts every reply starts with: its ids, then the budget verdict if any."""
-    who, history = claimed.who, claimed.history
-    opening = [parts.start(who.message_id), parts.data("message", {
-        "id": str(history.user_message_id), "sequenceNumber": history.user_sequence,
-        "assistantMessageId": str(who.message_id), "threadId": str(claimed.thread.id),
-        "runId": str(run_id)})]
-    if history.budget is not None:
-        opening.append(parts.data("budget", history.budget))
-    return opening
+    """The opening parts of a run that started from the queue."""
+    return parts.opening(reply_id=claimed.who.message_id,
+                         question_id=claimed.history.user_message_id,
+                         question_seq=claimed.history.user_sequence,
+                         thread_id=claimed.thread.id, run_id=run_id,
+                         budget=claimed.history.budget)
 
 
 def text_part_id(current: Round) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -24,7 +23,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.db.driver import Db, tenant_driver
+from app.chat import stream
+from app.db.driver import tenant_driver
 from app.db.tenancy import set_tenant
 
 log = logging.getLogger(__name__)
@@ -41,12 +41,6 @@ LAST_SEQ = 2**31 - 1  # no upper bound (seq is an int column)
 
 # The flusher's one statement: insert new parts (idempotent), wake readers on other workers,
 # record the runs' heartbeat and last stored part, and say which runs were asked to stop.
-_INSERT_PARTS = """
-INSERT INTO run_events (run_id, seq, tenant_id, part)
-SELECT r, s, current_setting('app.tenant_id')::uuid, p::jsonb
-FROM unnest($1::uuid[], $2::int[], $3::text[]) AS x(r, s, p)
-ON CONFLICT DO NOTHING
-"""
 # A reply's ending, as the leading CTEs of the statement that makes its message final: the
 # run's last parts ($1-$3), the wake-up of followers elsewhere and the run's end ($4 run, $5
 # status, $6 last part, $7 error). The one-time filters order them: the parts go in before the
@@ -122,7 +116,11 @@ class RunHandle:
         The part is encoded here, once: the flusher stores that text and every reader sends
         it, and a short string takes a third of the memory of the dict it came from.
         """
-        self.parts.append(json.dumps(part, separators=(",", ":"), default=str))
+        return self.emit_text(stream.encode(part))
+
+    def emit_text(self, text: str) -> int:
+        """Append a part already encoded (see `emit`)."""
+        self.parts.append(text)
         if len(self.parts) >= 2 * KEPT_PARTS:
             self._release()
         if self.followers and self.on_emit is not None:
@@ -349,15 +347,6 @@ class RunManager:
         for run_id, stop_requested in stopped:
             if stop_requested and run_id in self.handles:
                 self.handles[run_id].stop.set()
-
-    @staticmethod
-    async def write_parts(db: Db, handles: list[RunHandle]) -> list[tuple[RunHandle, int]]:
-        """Insert the parts not yet stored (idempotent), waking no one: for the post transaction,
-        whose run nobody can follow before it commits."""
-        runs, seqs, payloads, marks = _unstored(handles)
-        if runs:
-            await db.execute(_INSERT_PARTS, runs, seqs, payloads)
-        return marks
 
     @staticmethod
     def ending_args(handle: RunHandle, status: str, error: str | None) -> list[Any]:

@@ -6,7 +6,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal
+from app.chat import stream as parts
 from app.chat.models import LlmContext, Message, Run, Thread, ToolCallRecord
 from app.db.driver import Db, detached, row, rows, select_list
 from app.errors import Conflict, NotFound
@@ -36,8 +37,8 @@ FOR UPDATE OF t
 
 # The question, the reply's placeholder and the run, with the thread's counters, in one round
 # trip. Under the thread's row lock, a run with no unfinished predecessor starts running on the
-# posting worker ($11); later posts queue behind it. The foreign keys from the run to its
-# messages are checked at the statement's end, when all three rows exist.
+# posting worker ($11), its opening parts ($12) stored with it; later posts queue behind it.
+# The foreign keys to the new rows are checked at the statement's end, when all of them exist.
 _POST = """
 WITH busy AS (
   SELECT EXISTS (SELECT 1 FROM thread_runs
@@ -58,6 +59,11 @@ WITH busy AS (
   UPDATE workflow_chat_threads
   SET last_sequence_number = $9 + 1, total_messages = COALESCE(total_messages, 0) + 2
   WHERE id = $1
+), opening AS (
+  INSERT INTO run_events (run_id, seq, tenant_id, part)
+  SELECT $6, x.seq, $2, x.part::jsonb
+  FROM busy, unnest($12::text[]) WITH ORDINALITY AS x(part, seq)
+  WHERE NOT b AND $11::text IS NOT NULL
 )
 SELECT NOT b AND $11::text IS NOT NULL AS first_in_line, now() AS posted_at FROM busy
 """
@@ -75,6 +81,7 @@ class PostedMessage:
     thread: Thread | None = None  # the thread, row-locked by this transaction
     context: LlmContext | None = None  # the thread's LLM context, read with the lock
     workflow_key: str | None = None  # the key of the thread's execution's workflow
+    opening: list[str] = field(default_factory=list)  # stored opening parts (first in line)
 
 
 def request_hash(*parts: str) -> str:
@@ -123,13 +130,15 @@ async def post_message(db: Db, principal: Principal, thread_id: str, content: st
         assert context is not None, "every thread is opened with its LLM context"
         reply_metadata.update(await _budget(db, principal, thread, context, locked.budgets,
                                             content_tokens, prices))
-    ids = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    ids = question_id, reply_id, run_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    opening = [parts.encode(part) for part in parts.opening(
+        reply_id=reply_id, question_id=question_id, question_seq=user_seq, thread_id=thread.id,
+        run_id=run_id, budget=reply_metadata.get("budget"))] if start_as else []
     posted = await row(
         db, _POST, thread.id, principal.tenant_id, principal.user_id, *ids, content,
-        content_tokens, user_seq, json.dumps(reply_metadata, default=str), start_as)
+        content_tokens, user_seq, json.dumps(reply_metadata, default=str), start_as, opening)
     assert posted is not None
     first_in_line = bool(posted.first_in_line)
-    question_id, reply_id, run_id = ids
     user_message = Message(id=question_id, thread_id=thread.id, role="user", content=content,
                            tokens_used=content_tokens, sequence_number=user_seq,
                            tenant_id=principal.tenant_id, status="complete",
@@ -151,7 +160,8 @@ async def post_message(db: Db, principal: Principal, thread_id: str, content: st
             run_id, principal.tenant_id, idempotency_key)
     return PostedMessage(run, user_message, assistant, created=True,
                          first_in_line=first_in_line, thread=thread, context=context,
-                         workflow_key=locked.workflow_key)
+                         workflow_key=locked.workflow_key,
+                         opening=opening if first_in_line else [])
 
 
 def _thread_key(thread_id: str | uuid.UUID) -> uuid.UUID:

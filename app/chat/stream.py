@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 STREAM_HEADERS = {
@@ -26,6 +27,22 @@ def parse_event_id(value: str | None) -> tuple[str | None, int]:
         return run_id, max(0, int(seq))
     except ValueError:
         return None, 0
+
+
+def encode(part: dict[str, Any]) -> str:
+    """A part's JSON, as stored and as sent."""
+    return json.dumps(part, separators=(",", ":"), default=str)
+
+
+def opening(*, reply_id: Any, question_id: Any, question_seq: int, thread_id: Any, run_id: Any,
+            budget: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The parts every reply starts with: its ids, then the budget verdict if any."""
+    parts = [start(reply_id), data("message", {
+        "id": str(question_id), "sequenceNumber": question_seq,
+        "assistantMessageId": str(reply_id), "threadId": str(thread_id), "runId": str(run_id)})]
+    if budget is not None:
+        parts.append(data("budget", budget))
+    return parts
 
 
 def start(message_id: Any) -> dict[str, Any]:
