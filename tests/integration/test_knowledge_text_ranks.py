@@ -1,9 +1,11 @@
-"""The full-text leg's definer function (migration 0009): tenant-bound, index-served, and its
-per-scope chunk counts kept exact by the chunk statements themselves."""
+"""The full-text leg's definer function (migrations 0009, 0010): tenant-bound, index-served,
+ranking as it did, and its per-scope chunk counts kept exact by the chunk statements themselves."""
 
 from __future__ import annotations
 
+import importlib.util
 import uuid
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -150,3 +152,54 @@ async def test_scope_sizes_follow_every_insert_and_delete(owner_engine):
     finally:
         async with owner_engine.begin() as conn:
             await conn.execute(text("DELETE FROM tenants WHERE id = :t"), {"t": tenant})
+
+
+QUERIES = ["renewal discount", "who approves a discount above 20%", "war room charter escalation",
+           '"executive sponsor" -churn', "-renewal", "renewals renewal renewing", "the of and",
+           "Acme's champion left", "pricing OR uplift", "zzzz qqqq"]
+
+
+def _ranks_of_0009() -> str:
+    path = Path(__file__).parents[2] / "migrations" / "versions" / "0009_knowledge_text_ranks.py"
+    spec = importlib.util.spec_from_file_location("knowledge_text_ranks_0009", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    create = str(module.FUNCTION).split("\nREVOKE", 1)[0]
+    return create.replace("FUNCTION knowledge_text_ranks(", "FUNCTION pg_temp.ranks_0009(", 1)
+
+
+async def test_the_lean_ranking_ranks_exactly_as_the_first_one(owner_engine, demo):
+    async with owner_engine.connect() as conn:
+        await conn.exec_driver_sql(_ranks_of_0009())
+        await set_tenant(conn, demo)
+        customer = (await conn.execute(text("SELECT id FROM customers WHERE tenant_id = :t"
+                                            " ORDER BY external_key LIMIT 1"),
+                                       {"t": demo})).scalar_one()
+        compared = 0
+        for query in QUERIES:
+            for scope, every in ((None, False), (customer, False), (None, True)):
+                for limit in (3, 40):
+                    args = {"t": demo, "q": query, "c": scope, "e": every, "n": limit}
+                    first = (await conn.execute(text(
+                        "SELECT id, rank FROM pg_temp.ranks_0009(:t, :q, :c, :e, :n)"), args)).all()
+                    lean = (await conn.execute(text(
+                        "SELECT id, rank FROM knowledge_text_ranks(:t, :q, :c, :e, :n)"),
+                        args)).all()
+                    # The same chunks in the same order; a score may differ in its last bit,
+                    # as 0009's own did with its plan (the order it summed the words in).
+                    assert [r.id for r in lean] == [r.id for r in first], query
+                    assert [r.rank for r in lean] == pytest.approx([r.rank for r in first],
+                                                                   rel=1e-12, abs=0), query
+                    compared += bool(first)
+        await conn.rollback()
+    assert compared > 30  # most queries find something: the comparison is not vacuous
+
+
+async def test_exclusions_never_bring_in_chunks_that_share_no_word(app_engine, demo):
+    async with app_engine.connect() as conn:
+        await set_tenant(conn, demo)
+        # "-renewal" matches (as a whole query) every chunk without the word; only chunks
+        # that have it may rank, and the whole-query point goes to none of them.
+        assert await ranked(conn, demo, "-renewal") == await ranked(conn, demo, "renewal")
