@@ -7,14 +7,16 @@ thread, the tenant's general documents plus that customer's: never another custo
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import math
 import re
+import sys
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 
 from app.knowledge import repository
 from app.knowledge.embedders import Embedder, lexical_terms
@@ -76,11 +78,18 @@ async def search_knowledge(
     query = query.strip()
     scope_sql, params = _scope(tenant_id, customer)
     depth = min(200, max(4 * k, 40))
+    vector = await _query_vector(embedder, query) if mode != "text" and query else None
+    if mode == "hybrid" and query:
+        hits = await _hybrid(db, embedder, vector, query, tenant_id, customer, k, depth,
+                             exact_scan_limit)
+        if hits is not None:
+            return hits
+        exact_scan_limit = sys.maxsize  # its HNSW scan came back short: search exactly
     vector_ranks: list[tuple[uuid.UUID, float]] = []
     text_ranks: list[tuple[uuid.UUID, float]] = []
-    if mode in ("hybrid", "vector") and query:
+    if vector is not None:
         vector_ranks = await _vector_leg(
-            db, embedder, query, tenant_id, customer, depth, exact_scan_limit
+            db, embedder, vector, tenant_id, customer, depth, exact_scan_limit
         )
     if mode in ("hybrid", "text") and query:
         text_ranks = await _text_leg(db, query, tenant_id, customer, depth)
@@ -96,6 +105,14 @@ async def search_knowledge(
     vector_pos = {cid: i for i, (cid, _) in enumerate(vector_ranks, start=1)}
     text_pos = {cid: i for i, (cid, _) in enumerate(text_ranks, start=1)}
     return await _hits(db, query, tenant_id, ranked, vector_pos, text_pos)
+
+
+async def _query_vector(embedder: Embedder, query: str) -> list[float] | None:
+    """The query's embedding; None when it has no direction to compare (no known words)."""
+    [vector] = await embedder.embed([query])
+    if not any(vector) or any(math.isnan(v) for v in vector):
+        return None
+    return vector
 
 
 def fuse(rankings: list[list[tuple[uuid.UUID, float]]], k: int) -> list[tuple[uuid.UUID, float]]:
@@ -129,31 +146,17 @@ def _scope(
 async def _vector_leg(
     db: Executor,
     embedder: Embedder,
-    query: str,
+    vector: list[float],
     tenant_id: uuid.UUID,
     customer: CustomerScope,
     depth: int,
     exact_scan_limit: int,
 ) -> list[tuple[uuid.UUID, float]]:
     """(chunk id, cosine distance), nearest first, among chunks embedded by this model."""
-    [vector] = await embedder.embed([query])
-    if not any(vector) or any(math.isnan(v) for v in vector):
-        return []  # no words the embedder knows: a zero vector has no direction to compare
     scope_sql, params = _scope(tenant_id, customer)
     where = f"{scope_sql} AND {model_filter(embedder.model, embedder.dims)}"
     args = {**params, "q": repository.vector_literal(vector), "n": depth}
-    # The scope's size (every model's chunks: an upper bound of this model's) is kept by the
-    # chunk statements (migration 0009); the HNSW settings ride along in the same round trip.
-    sizes_sql, _ = _scope(tenant_id, customer, alias="s")
-    in_scope = (
-        await db.execute(
-            text("SELECT coalesce(sum(s.chunks), 0) AS n,"
-                 " set_config('hnsw.ef_search', :ef, true),"
-                 " set_config('hnsw.iterative_scan', 'relaxed_order', true)"
-                 f" FROM knowledge_scope_sizes s WHERE {sizes_sql}"),
-            {**params, "ef": str(min(1000, max(100, 2 * depth)))},
-        )
-    ).scalar_one()
+    in_scope = await _prepare_vector_scan(db, tenant_id, customer, depth)
     if in_scope > exact_scan_limit:
         rows = await db.execute(text(vector_leg_sql(embedder.dims, where, exact=False)), args)
         found = [(row.id, float(row.distance)) for row in rows]
@@ -162,6 +165,25 @@ async def _vector_leg(
         log.warning("hnsw scan returned %d of %d neighbours; using exact search", len(found), depth)
     rows = await db.execute(text(vector_leg_sql(embedder.dims, where, exact=True)), args)
     return [(row.id, float(row.distance)) for row in rows]
+
+
+async def _prepare_vector_scan(
+    db: Executor, tenant_id: uuid.UUID, customer: CustomerScope, depth: int
+) -> int:
+    """Chunks in scope (of every model: an upper bound of this model's); sets the HNSW scan up.
+
+    The scope's size is kept by the chunk statements (migration 0009); the HNSW settings ride
+    along in the same round trip.
+    """
+    sizes_sql, params = _scope(tenant_id, customer, alias="s")
+    result = await db.execute(
+        text("SELECT coalesce(sum(s.chunks), 0) AS n,"
+             " set_config('hnsw.ef_search', :ef, true),"
+             " set_config('hnsw.iterative_scan', 'relaxed_order', true)"
+             f" FROM knowledge_scope_sizes s WHERE {sizes_sql}"),
+        {**params, "ef": str(min(1000, max(100, 2 * depth)))},
+    )
+    return int(result.scalar_one())
 
 
 def model_filter(model: str, dims: int) -> str:
@@ -176,21 +198,25 @@ def model_filter(model: str, dims: int) -> str:
     )
 
 
-def vector_leg_sql(dims: int, where: str, *, exact: bool) -> str:
-    """Nearest chunks by cosine distance to :q, :n of them, among rows matching `where`."""
+def vector_leg_sql(dims: int, where: str, *, exact: bool, limit: str = ":n") -> str:
+    """Nearest chunks by cosine distance to :q, `limit` of them, among rows matching `where`.
+
+    The query vector is a subquery, so it is parsed once even in a generic plan (as a bare
+    parameter it would be cast again for every row).
+    """
     if exact:
         # The dimensionless expression matches no index: a plain, exact scan of the scope.
         return (
-            "SELECT c.id, c.embedding <=> CAST(CAST(:q AS text) AS vector) AS distance"
-            f" FROM knowledge_chunks c WHERE {where} ORDER BY distance, c.id LIMIT :n"
+            "SELECT c.id, c.embedding <=> (SELECT CAST(CAST(:q AS text) AS vector)) AS distance"
+            f" FROM knowledge_chunks c WHERE {where} ORDER BY distance, c.id LIMIT {limit}"
         )
     vtype = repository.vector_type(dims)
     # The same expression as the model's index; relaxed_order (iterative scan) may return
     # neighbours slightly out of order, so the materialised set is sorted again.
     return (
         "WITH nearest AS MATERIALIZED ("
-        f" SELECT c.id, c.embedding::{vtype} <=> CAST(CAST(:q AS text) AS {vtype}) AS distance"
-        f" FROM knowledge_chunks c WHERE {where} ORDER BY distance LIMIT :n)"
+        f" SELECT c.id, c.embedding::{vtype} <=> (SELECT CAST(CAST(:q AS text) AS {vtype}))"
+        f" AS distance FROM knowledge_chunks c WHERE {where} ORDER BY distance LIMIT {limit})"
         " SELECT id, distance FROM nearest ORDER BY distance, id"
     )
 
@@ -220,6 +246,87 @@ async def _text_leg(
          "every": every, "n": depth},
     )
     return [(row.id, float(row.rank)) for row in rows]
+
+
+# Both legs, their fusion (as `fuse` does it: the same float sums, the same order) and the
+# winners' details in one statement: one round trip instead of three. The outer one-row join
+# reports the vector leg's count even when nothing at all was found.
+_HYBRID = """
+WITH vector_leg AS MATERIALIZED ({vector_leg}),
+vector_ranks AS (SELECT id, row_number() OVER (ORDER BY distance, id) AS rank FROM vector_leg),
+text_ranks AS (
+  SELECT t.id, t.pos AS rank
+  FROM knowledge_text_ranks(:tenant_id, CAST(:query AS text), CAST(:text_customer AS uuid),
+                            CAST(:every AS boolean), {depth})
+       WITH ORDINALITY AS t(id, score, pos)
+),
+fused AS MATERIALIZED (
+  SELECT coalesce(v.id, t.id) AS id, v.rank AS vector_rank, t.rank AS text_rank,
+         coalesce(1.0::float8 / ({rrf_k} + v.rank), 0)
+           + coalesce(1.0::float8 / ({rrf_k} + t.rank), 0) AS score,
+         least(v.rank, t.rank) AS best
+  FROM vector_ranks v FULL JOIN text_ranks t ON t.id = v.id
+  ORDER BY score DESC, best, id
+  LIMIT {k}
+)
+SELECT (SELECT count(*) FROM vector_leg) AS vector_found, f.id, f.score, f.vector_rank,
+       f.text_rank, c.document_id, c.content, d.title, d.source
+FROM (SELECT) AS one
+LEFT JOIN (fused f JOIN knowledge_chunks c ON c.id = f.id AND c.tenant_id = :tenant_id
+           JOIN knowledge_documents d ON d.id = c.document_id) ON true
+ORDER BY f.score DESC, f.best, f.id
+"""
+_NO_VECTOR = "SELECT CAST(NULL AS uuid) AS id, CAST(NULL AS float8) AS distance WHERE false"
+
+
+@functools.lru_cache(maxsize=256)
+def _hybrid_statement(vector_leg: str, depth: int, k: int) -> TextClause:
+    # Limits are literals: with them as parameters no generic plan is good enough, and every
+    # call would be planned again (about 0.35 ms).
+    return text(_HYBRID.format(vector_leg=vector_leg, rrf_k=RRF_K, depth=int(depth), k=int(k)))
+
+
+async def _hybrid(
+    db: Executor,
+    embedder: Embedder,
+    vector: list[float] | None,
+    query: str,
+    tenant_id: uuid.UUID,
+    customer: CustomerScope,
+    k: int,
+    depth: int,
+    exact_scan_limit: int,
+) -> list[SearchHit] | None:
+    """The hybrid search in one statement after the scan set-up; None if HNSW came back short."""
+    scope_sql, params = _scope(tenant_id, customer)
+    every = customer is ALL_CUSTOMERS
+    args: dict[str, Any] = {**params, "query": query, "every": every,
+                            "text_customer": None if every else customer}
+    vector_sql, approximate, in_scope = _NO_VECTOR, False, 0
+    if vector is not None:
+        in_scope = await _prepare_vector_scan(db, tenant_id, customer, depth)
+        approximate = in_scope > exact_scan_limit
+        where = f"{scope_sql} AND {model_filter(embedder.model, embedder.dims)}"
+        vector_sql = vector_leg_sql(embedder.dims, where, exact=not approximate,
+                                    limit=str(depth))
+        args["q"] = repository.vector_literal(vector)
+    rows = (await db.execute(_hybrid_statement(vector_sql, depth, k), args)).all()
+    if approximate and rows[0].vector_found < min(depth, in_scope):
+        log.warning("hnsw scan returned %d of %d neighbours; using exact search",
+                    rows[0].vector_found, depth)
+        return None
+    hits = [
+        SearchHit(chunk_id=row.id, document_id=row.document_id, title=row.title,
+                  source=row.source, content=row.content, snippet=make_snippet(row.content, query),
+                  score=round(row.score, 6), vector_rank=row.vector_rank,
+                  text_rank=row.text_rank)
+        for row in rows if row.id is not None
+    ]
+    if len(hits) < k:  # the fill: chunks neither leg reached, after all those they did
+        taken = [hit.chunk_id for hit in hits]
+        filler = await _fill(db, scope_sql, params, taken, k - len(hits))
+        hits += await _hits(db, query, tenant_id, filler, {}, {})
+    return hits
 
 
 async def _fill(
@@ -255,13 +362,15 @@ def make_snippet(content: str, query: str, max_chars: int = SNIPPET_CHARS) -> st
     Chunks hold one sentence or list item per line (see chunking), so a line is a natural unit;
     Markdown emphasis and bullets are dropped because snippets are shown and quoted as text.
     """
-    wanted = set(lexical_terms(query))
     lines = [line for line in (_MARKUP.sub("", raw).strip() for raw in content.split("\n"))
              if line]
     if not lines:
         return ""
-    overlap = [len(wanted & set(lexical_terms(line))) for line in lines]
-    best = max(range(len(lines)), key=lambda i: (overlap[i], -i)) if any(overlap) else 0
+    best = 0
+    if len(lines) > 1:  # a single line needs no choosing (nor its words stemmed)
+        wanted = set(lexical_terms(query))
+        overlap = [len(wanted & set(lexical_terms(line))) for line in lines]
+        best = max(range(len(lines)), key=lambda i: (overlap[i], -i)) if any(overlap) else 0
     snippet = ""
     for line in lines[best:]:
         snippet = f"{snippet} {line}".strip()

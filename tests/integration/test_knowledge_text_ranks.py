@@ -1,5 +1,6 @@
 """The full-text leg's definer function (migrations 0009, 0010): tenant-bound, index-served,
-ranking as it did, and its per-scope chunk counts kept exact by the chunk statements themselves."""
+ranking as it did, and its per-scope chunk counts kept exact by the chunk statements themselves;
+the hybrid search that calls it in one statement ranks as the legs fused one by one."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from app.db.tenancy import set_tenant
-from app.knowledge.embedders import LexicalEmbedder
-from app.knowledge.search import search_knowledge
+from app.knowledge import search
+from app.knowledge.embedders import LexicalEmbedder, default_embedder
+from app.knowledge.search import ALL_CUSTOMERS, search_knowledge
 from app.knowledge.service import ingest_document
 
 lexical = LexicalEmbedder()
@@ -203,3 +205,31 @@ async def test_exclusions_never_bring_in_chunks_that_share_no_word(app_engine, d
         # "-renewal" matches (as a whole query) every chunk without the word; only chunks
         # that have it may rank, and the whole-query point goes to none of them.
         assert await ranked(conn, demo, "-renewal") == await ranked(conn, demo, "renewal")
+
+
+async def _legs_one_by_one(*args, **kwargs):
+    return None  # what _hybrid answers when an HNSW scan came back short
+
+
+@pytest.mark.parametrize("exact_scan_limit", [search.EXACT_SCAN_LIMIT, 0])
+async def test_the_one_statement_hybrid_search_ranks_as_the_legs_fused_in_python(
+        app_engine, demo, monkeypatch, exact_scan_limit):
+    embedder = default_embedder()
+    async with app_engine.connect() as conn:
+        await set_tenant(conn, demo)
+        customer = (await conn.execute(text("SELECT id FROM customers"
+                                            " ORDER BY external_key LIMIT 1"))).scalar_one()
+        cases = [(query, scope, k) for query in QUERIES
+                 for scope in (None, customer, ALL_CUSTOMERS) for k in (1, 5, 20)]
+        fused = [await search_knowledge(conn, embedder, tenant_id=demo, query=query, k=k,
+                                        customer=scope, exact_scan_limit=exact_scan_limit)
+                 for query, scope, k in cases]
+        with monkeypatch.context() as patch:
+            patch.setattr(search, "_hybrid", _legs_one_by_one)
+            legs = [await search_knowledge(conn, embedder, tenant_id=demo, query=query, k=k,
+                                           customer=scope, exact_scan_limit=exact_scan_limit)
+                    for query, scope, k in cases]
+    assert fused == legs
+    assert all(len(hits) == k for hits, (_, _, k) in zip(fused, cases, strict=True))
+    assert sum(hit.vector_rank is not None and hit.text_rank is not None
+               for hits in fused for hit in hits) > 20  # both legs did contribute
