@@ -38,19 +38,32 @@ from app.llm.tokens import count_message, count_text, count_tools, estimate_usag
 from app.problems import database_unavailable
 from app.settings import Settings
 from app.usage.breakdown import scale_to_reported
-from app.usage.ledger import CallAttribution, Recorded, record_call, usage_part
+from app.usage.ledger import (
+    LEDGER_CTES,
+    LEDGER_PARAMS,
+    CallAttribution,
+    LedgerEntry,
+    Recorded,
+    record_call,
+    shifted,
+    usage_part,
+)
 from app.usage.pricing import PriceBook
 from tools.base import ToolContext, ToolRegistry
 
-LedgerWrite = Callable[[Db], Awaitable[Recorded]]
 TEXT_PIECES = 32  # a reply's text is joined this often: a token's str costs 50 bytes of header
 # `||` adds top-level keys to the stored metadata, as dict.update did.
-_END_REPLY = ENDING_CTES + f"""
+_FINAL_MESSAGE = f"""
 UPDATE workflow_chat_messages SET content = $9, status = $5, message_type = $10,
-  metadata = COALESCE(metadata, '{{}}'::jsonb) || $11::jsonb
+  metadata = COALESCE(metadata, '{{}}'::jsonb) || $11::jsonb /*tokens*/
 WHERE id = $8 AND (SELECT count(*) FROM ended) >= 0
 RETURNING {MESSAGE_COLUMNS}
 """
+_END_REPLY = ENDING_CTES + _FINAL_MESSAGE
+# ... and with the ledger row of its last provider call, whose tokens the message adds itself
+# (a statement may change a row once).
+_END_WITH_ROW = ENDING_CTES + ", " + shifted(LEDGER_CTES, 11) + _FINAL_MESSAGE.replace(
+    "/*tokens*/", f", tokens_used = COALESCE(tokens_used, 0) + ${11 + LEDGER_PARAMS}")
 # A queued run's turn came: mark it running here and read what its reply needs, at once.
 _CLAIM = f"""
 WITH claimed AS (
@@ -107,7 +120,7 @@ class Reply:
     metadata: dict[str, Any] = field(default_factory=dict)
     status: str = "complete"
     error: str | None = None
-    pending_rows: list[LedgerWrite] = field(default_factory=list)  # written by `_finish`
+    pending_rows: list[LedgerEntry] = field(default_factory=list)  # written by `_finish`
     recorded: list[Recorded] = field(default_factory=list)  # ledger rows already committed
     user_message_id: uuid.UUID | None = None
     question: MessageView | None = None
@@ -316,16 +329,16 @@ class ReplyExecutor:
         """Write the ledger row of one provider call now."""
         await self._write(who, self._ledger_row(who, provider, current, ending, reply), reply)
 
-    async def _write(self, who: CallAttribution, ledger_row: LedgerWrite, reply: Reply) -> None:
+    async def _write(self, who: CallAttribution, entry: LedgerEntry, reply: Reply) -> None:
         async def write() -> None:
             async with tenant_driver(self.manager.engine, who.tenant_id) as db:
-                written = await ledger_row(db)
+                written = await record_call(db, self.prices, entry)
             reply.recorded.append(written)
 
         await with_db_retries(write)
 
     def _ledger_row(self, who: CallAttribution, provider: str, current: Round, ending: str,
-                    reply: Reply) -> LedgerWrite:
+                    reply: Reply) -> LedgerEntry:
         """The ledger row of one provider call; estimated (never a silent zero) when unknown."""
         text_so_far = "".join(current.text)
         reply.text.append(text_so_far)
@@ -348,17 +361,13 @@ class ReplyExecutor:
         elif ending not in ("ok", "interrupted"):
             reply.status, reply.error = "error", reply.error or "the model provider failed"
         now = time.perf_counter()
-
-        async def write(db: Db) -> Recorded:
-            return await record_call(
-                db, self.prices, who, provider=provider, model=current.request.model,
-                usage=usage, status=status, latency_ms=int((now - current.started) * 1000),
-                ttft_ms=int((current.first_token_at - current.started) * 1000)
-                if current.first_token_at else None,
-                breakdown=scale_to_reported(current.segments, usage.input_tokens),
-                tool_names=sorted({call.name for call in current.calls}))
-
-        return write
+        return LedgerEntry(
+            who, provider=provider, model=current.request.model, usage=usage, status=status,
+            latency_ms=int((now - current.started) * 1000),
+            ttft_ms=int((current.first_token_at - current.started) * 1000)
+            if current.first_token_at else None,
+            breakdown=scale_to_reported(current.segments, usage.input_tokens),
+            tool_names=sorted({call.name for call in current.calls}))
 
     async def _run_tool(self, handle: RunHandle, thread: Thread, who: CallAttribution,
                         call: ToolCall, reply: Reply) -> dict[str, Any]:
@@ -410,8 +419,14 @@ class ReplyExecutor:
         payload = None
         async with tenant_driver(self.manager.engine, who.tenant_id) as db:
             usage = [*reply.recorded]
-            for pending in reply.pending_rows:
-                usage.append(await pending(db))
+            # The usual last call's row goes in the ending's own statement; any other first.
+            last: LedgerEntry | None = reply.pending_rows[-1] if reply.pending_rows else None
+            for entry in reply.pending_rows[:-1]:
+                usage.append(await record_call(db, self.prices, entry))
+            row_values: list[Any] = []
+            if last is not None:
+                row_values, written = last.params(self.prices)
+                usage.append(written)
             assert who.message_id is not None
             added: dict[str, Any] = {**reply.metadata, "contentTokens": count_text(content),
                                      "toolCalls": reply.tool_call_ids}
@@ -423,8 +438,9 @@ class ReplyExecutor:
             handle.emit(parts.data("usage", usage_part(usage)))
             handle.emit(parts.finish(reply.status))
             message = await row(
-                db, _END_REPLY, *RunManager.ending_args(handle, reply.status, reply.error),
-                who.message_id, content, reply.message_type, json.dumps(added, default=str))
+                db, _END_WITH_ROW if row_values else _END_REPLY,
+                *RunManager.ending_args(handle, reply.status, reply.error), who.message_id,
+                content, reply.message_type, json.dumps(added, default=str), *row_values)
             assert message is not None, "a run's messages are deleted only with it"
             if handle.wants_payload:  # a JSON client waits: answer it from this transaction
                 assert reply.user_message_id is not None

@@ -66,17 +66,18 @@ async def test_a_database_error_while_recording_usage_still_ends_the_live_stream
     # task died, the live stream sent [DONE] with no error/data-usage/finish parts, and the
     # reply stayed `streaming` until another sweep recovered it — so the parts written by that
     # recovery never reached the client that watched the reply live.
-    real_record_call = executor_module.record_call
-    failures = {"left": 2}  # the call and the error path's retry both hit the outage
+    # The last call's ledger row is written by the reply's ending itself.
+    real_finish_once = executor_module.ReplyExecutor._finish_once
+    failures = {"left": 2}  # the ending and its first retry both hit the outage
 
-    async def flaky_record_call(*args, **kwargs):
+    async def flaky_finish_once(self, *args, **kwargs):
         if failures["left"]:
             failures["left"] -= 1
             raise OSError("connection to the database was lost")
-        return await real_record_call(*args, **kwargs)
+        return await real_finish_once(self, *args, **kwargs)
 
     thread = await new_thread("local")  # its step's analysis run must not meet the outage
-    monkeypatch.setattr(executor_module, "record_call", flaky_record_call)
+    monkeypatch.setattr(executor_module.ReplyExecutor, "_finish_once", flaky_finish_once)
 
     try:
         _, events = await asyncio.wait_for(read_stream(
@@ -93,6 +94,7 @@ async def test_a_database_error_while_recording_usage_still_ends_the_live_stream
     rows = await thread_rows(owner_engine, thread)
     assert rows["messages"][-1].status != "streaming"
     assert rows["ledger"], "the reply ended without a usage row"
+    assert failures["left"] == 0, "the outage was never met"
 
 
 async def test_every_stored_part_of_a_finished_run_was_sent_to_its_live_reader(
