@@ -1,6 +1,7 @@
-"""The full-text leg's definer function (migrations 0009, 0010): tenant-bound, index-served,
-ranking as it did, and its per-scope chunk counts kept exact by the chunk statements themselves;
-the hybrid search that calls it in one statement ranks as the legs fused one by one."""
+"""The full-text leg's definer function (migrations 0009-0011): tenant-bound, index-served,
+ranking as it did, and its per-scope chunk counts and word list kept exact by the chunk
+statements themselves; the hybrid search that calls it in one statement ranks as the legs fused
+one by one."""
 
 from __future__ import annotations
 
@@ -233,3 +234,76 @@ async def test_the_one_statement_hybrid_search_ranks_as_the_legs_fused_in_python
     assert all(len(hits) == k for hits, (_, _, k) in zip(fused, cases, strict=True))
     assert sum(hit.vector_rank is not None and hit.text_rank is not None
                for hits in fused for hit in hits) > 20  # both legs did contribute
+
+
+async def chunk_words(owner_engine, tenant) -> list[tuple]:
+    """The tenant's word list (migration 0011), checked against the words of its chunks."""
+    async with owner_engine.connect() as conn:
+        kept = sorted((await conn.execute(text(
+            "SELECT word, customer_id, chunk_id FROM knowledge_chunk_words WHERE tenant_id = :t"),
+            {"t": tenant})).all())
+        derived = sorted((await conn.execute(text(
+            "SELECT w, customer_id, id FROM knowledge_chunks,"
+            " unnest(tsvector_to_array(search_vector)) AS w WHERE tenant_id = :t"),
+            {"t": tenant})).all())
+    assert kept == derived  # no word missing, none left over, none twice
+    return kept
+
+
+async def test_the_word_list_follows_every_insert_update_and_delete(owner_engine):
+    async with owner_engine.begin() as conn:
+        tenant = (await conn.execute(text(
+            "INSERT INTO tenants (slug, name) VALUES (:s, :s) RETURNING id"),
+            {"s": f"kb-words-{uuid.uuid4().hex[:8]}"})).scalar_one()
+        customer = (await conn.execute(text(
+            "INSERT INTO customers (tenant_id, external_key, name, renewal_date)"
+            " VALUES (:t, 'words', 'Words Co', '2027-01-01') RETURNING id"),
+            {"t": tenant})).scalar_one()
+    try:
+        async with owner_engine.begin() as conn:
+            await ingest_document(conn, lexical, tenant_id=tenant, title="general",
+                                  content="The renewal clause covers pricing and uplift.",
+                                  source="test://words-general.md")
+            await ingest_document(conn, lexical, tenant_id=tenant, customer_id=customer,
+                                  title="notes", content="Words Co wants a discount.",
+                                  source="test://words-notes.md")
+        words = await chunk_words(owner_engine, tenant)
+        assert ("discount", customer) in {(w, c) for w, c, _ in words}
+        async with owner_engine.begin() as conn:
+            await conn.execute(text("UPDATE knowledge_chunks SET content = 'Osprey escalation'"
+                                    " WHERE tenant_id = :t AND customer_id IS NULL"),
+                               {"t": tenant})
+        words = await chunk_words(owner_engine, tenant)
+        assert "osprey" in {w for w, _, _ in words} and "renew" not in {w for w, _, _ in words}
+        async with owner_engine.begin() as conn:
+            await conn.execute(text("DELETE FROM knowledge_documents WHERE tenant_id = :t"
+                                    " AND customer_id IS NOT NULL"), {"t": tenant})
+        assert {c for _, c, _ in await chunk_words(owner_engine, tenant)} == {None}
+    finally:
+        async with owner_engine.begin() as conn:
+            await conn.execute(text("DELETE FROM tenants WHERE id = :t"), {"t": tenant})
+    assert await chunk_words(owner_engine, tenant) == []
+
+
+async def test_the_word_list_shows_a_tenant_its_own_words_and_the_sandbox_none(
+        app_engine, owner_engine, demo, other):
+    async with app_engine.connect() as conn:
+        await set_tenant(conn, demo)
+        seen = (await conn.execute(text(
+            "SELECT DISTINCT tenant_id FROM knowledge_chunk_words"))).scalars().all()
+        assert seen == [demo]
+        assert (await conn.execute(text(
+            "SELECT count(*) FROM knowledge_chunk_words WHERE tenant_id = :t"),
+            {"t": other})).scalar_one() == 0
+        with pytest.raises(DBAPIError, match="row-level security"):
+            await conn.execute(text("INSERT INTO knowledge_chunk_words VALUES (:t, 'x', NULL, :c)"),
+                               {"t": other, "c": uuid.uuid4()})
+        await conn.rollback()
+        await set_tenant(conn, demo)
+        await conn.execute(text("SET LOCAL ROLE chatbranch_query"))
+        with pytest.raises(DBAPIError, match="permission denied"):
+            await conn.execute(text("SELECT count(*) FROM knowledge_chunk_words"))
+    async with owner_engine.connect() as conn:  # control: the other tenant has words
+        assert (await conn.execute(text(
+            "SELECT count(*) FROM knowledge_chunk_words WHERE tenant_id = :t"),
+            {"t": other})).scalar_one() > 0
