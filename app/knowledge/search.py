@@ -27,6 +27,7 @@ log = logging.getLogger("chatbranch.knowledge")
 RRF_K = 60  # the constant of Cormack et al.; damps the weight of top ranks
 EXACT_SCAN_LIMIT = 5_000  # up to this many chunks in scope, exact search is fast and exact
 MAX_K = 20
+HNSW_EF_SEARCH = 140  # the least candidate list of an HNSW scan (pgvector's default is 40)
 Mode = Literal["hybrid", "vector", "text"]
 
 
@@ -176,12 +177,14 @@ async def _prepare_vector_scan(
     along in the same round trip.
     """
     sizes_sql, params = _scope(tenant_id, customer, alias="s")
+    # ef_search 100 gave recall@10 between 0.93 and 0.98 over four builds of the same 100,000
+    # chunks (HNSW builds differ); 140 gave 0.98 on the worst of them, for ~0.2 ms more.
     result = await db.execute(
         text("SELECT coalesce(sum(s.chunks), 0) AS n,"
              " set_config('hnsw.ef_search', :ef, true),"
              " set_config('hnsw.iterative_scan', 'relaxed_order', true)"
              f" FROM knowledge_scope_sizes s WHERE {sizes_sql}"),
-        {**params, "ef": str(min(1000, max(100, 2 * depth)))},
+        {**params, "ef": str(min(1000, max(HNSW_EF_SEARCH, 2 * depth)))},
     )
     return int(result.scalar_one())
 
