@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.chat import stream as parts
-from app.chat.history import History, build_messages
+from app.chat.history import Earlier, History, build_messages
 from app.chat.models import LlmContext, Run, Thread
 from app.chat.runs import ENDING_CTES, RunHandle, RunManager
 from app.chat.service import (
@@ -235,7 +235,7 @@ class ReplyExecutor:
         run, thread = posted.run, posted.thread
         assert thread is not None
         claimed = await self._load(db, run, thread, posted.context, posted.workflow_key,
-                                   posted.assistant_message.metadata_ or {})
+                                   posted.assistant_message.metadata_ or {}, posted.earlier)
         claimed.question = posted.user_message
         handle = RunHandle(run_id=run.id, thread_id=run.thread_id, tenant_id=run.tenant_id,
                            order=posted.user_message.sequence_number, claimed=claimed)
@@ -244,12 +244,13 @@ class ReplyExecutor:
         return handle
 
     async def _load(self, db: Db, run: Run, thread: Thread, context: LlmContext | None,
-                    workflow_key: str | None, directives: dict[str, Any]) -> Claimed:
+                    workflow_key: str | None, directives: dict[str, Any],
+                    earlier: Earlier | None = None) -> Claimed:
         assert context is not None, "every thread is opened with its LLM context"
         assert run.assistant_message_id is not None
         history = await build_messages(
             db, thread, context, run,
-            int(directives.get("historyBudget", self.settings.history_token_budget)))
+            int(directives.get("historyBudget", self.settings.history_token_budget)), earlier)
         history.budget = directives.get("budget")
         history.model_override = directives.get("modelOverride")
         who = CallAttribution(

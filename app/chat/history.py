@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from app.chat.models import LlmContext, Run, Thread
 from app.db.driver import Db, rows
@@ -53,22 +54,77 @@ ORDER BY m.sequence_number DESC
 LIMIT $4
 """
 PAGE = 50
+# The same turns read by the statement that locks the thread to post a question, before the
+# question exists: the newest page, newest first, as [role, content, sequence, tokens] arrays.
+# `seen` is the newest message that statement's snapshot saw: a post that waited for the lock
+# may have been blind to the one before it, and then its page is not used.
+RECENT_TURNS = f"""
+  (SELECT json_agg(json_build_array(h.role, h.content, h.sequence_number, h.tokens)
+                   ORDER BY h.sequence_number DESC)
+   FROM (SELECT m.role, m.content, m.sequence_number,
+                CASE WHEN m.role = 'user' THEN coalesce(m.tokens_used, 0)
+                     ELSE coalesce((m.metadata->>'contentTokens')::int, 0) END AS tokens
+         FROM workflow_chat_messages m
+         WHERE m.thread_id = t.id AND (m.role = 'user' OR
+           (m.status IN ('complete', 'stopped', 'interrupted', 'error') AND m.content <> ''))
+         ORDER BY m.sequence_number DESC LIMIT {PAGE}) h) AS recent,
+  (SELECT max(m.sequence_number) FROM workflow_chat_messages m WHERE m.thread_id = t.id)
+    AS seen"""
+
+
+class Turn(NamedTuple):
+    """An earlier message as the model sees it."""
+
+    role: str
+    content: str
+    sequence_number: int
+    tokens: int
+
+
+class Question(NamedTuple):
+    """The message the reply answers."""
+
+    id: uuid.UUID
+    content: str
+    sequence_number: int
+    tokens: int
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """History read with the thread's lock, before the question was stored."""
+
+    question: Question
+    page: list[Turn]  # newest first, at most PAGE
+
+
+def earlier_turns(recent: list[list[Any]] | None, seen: int | None, last_sequence: int,
+                  question: Question) -> Earlier | None:
+    """The pre-read page, when its snapshot saw every message of the thread; else None."""
+    if (seen or 0) != last_sequence:
+        return None
+    return Earlier(question, [Turn(*turn) for turn in recent or ()])
 
 
 async def build_messages(db: Db, thread: Thread, context: LlmContext, run: Run,
-                         budget: int) -> History:
+                         budget: int, earlier: Earlier | None = None) -> History:
     """System prompt, then the newest earlier turns that fit `budget` tokens, then the question.
 
-    Counts come from the stored per-message numbers, so history is never re-tokenised.
+    Counts come from the stored per-message numbers, so history is never re-tokenised. With
+    `earlier` the first page is already read; further pages, if the budget wants them, are not.
     """
     assert run.user_message_id is not None, "a run always answers a stored user message"
     question: Any = None
     kept: list[Any] = []
     used = 0
-    before = 2**31 - 1
     full = False
-    while not full:
-        page = await rows(db, _TURNS, run.user_message_id, thread.id, before, PAGE)
+    page: Sequence[Any]
+    row: Any  # a Turn, or a Row of _TURNS (the question comes first)
+    if earlier is not None:
+        question, used, page = earlier.question, earlier.question.tokens, earlier.page
+    else:
+        page = await rows(db, _TURNS, run.user_message_id, thread.id, 2**31 - 1, PAGE)
+    while True:
         for row in page:
             if question is None:
                 assert row.id == run.user_message_id, "the first row is the question itself"
@@ -80,9 +136,10 @@ async def build_messages(db: Db, thread: Thread, context: LlmContext, run: Run,
                 break
             kept.append(row)
             used += cost
-        if len(page) < PAGE:
+        if full or len(page) < PAGE:
             break
-        before = page[-1].sequence_number
+        page = await rows(db, _TURNS, run.user_message_id, thread.id,
+                          page[-1].sequence_number, PAGE)
     assert question is not None, "a run always answers a stored user message"
     kept.reverse()
     segments = {

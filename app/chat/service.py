@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal
 from app.chat import stream as parts
+from app.chat.history import RECENT_TURNS, Earlier, Question, earlier_turns
 from app.chat.models import LlmContext, Message, Run, Thread, ToolCallRecord
 from app.db.driver import Db, detached, row, rows, select_list
 from app.errors import Conflict, NotFound
@@ -24,12 +25,13 @@ from app.usage.ledger import UsageFigures, usage_part
 from app.usage.pricing import PriceBook
 
 # The thread, row-locked for the turn, with what the turn needs beside it: its LLM context, its
-# execution's workflow key and the tenant's budgets.
+# execution's workflow key, the tenant's budgets and the newest page of its history.
 _LOCK_THREAD = f"""
 SELECT {select_list(Thread, 't')}, {select_list(LlmContext, 'c', 'c_')},
   (SELECT e.workflow_key FROM workflow_executions e WHERE e.id = t.workflow_execution_id)
     AS workflow_key,
-  (SELECT s.settings->'budgets' FROM tenants s WHERE s.id = t.tenant_id) AS budgets
+  (SELECT s.settings->'budgets' FROM tenants s WHERE s.id = t.tenant_id) AS budgets,
+  {RECENT_TURNS}
 FROM workflow_chat_threads t LEFT JOIN workflow_llm_context c ON c.thread_id = t.id
 WHERE t.id = $1
 FOR UPDATE OF t
@@ -82,6 +84,7 @@ class PostedMessage:
     context: LlmContext | None = None  # the thread's LLM context, read with the lock
     workflow_key: str | None = None  # the key of the thread's execution's workflow
     opening: list[str] = field(default_factory=list)  # stored opening parts (first in line)
+    earlier: Earlier | None = None  # the history page read with the lock, if still whole
 
 
 def request_hash(*parts: str) -> str:
@@ -158,10 +161,12 @@ async def post_message(db: Db, principal: Principal, thread_id: str, content: st
         await db.execute(
             "UPDATE idempotency_keys SET run_id = $1 WHERE tenant_id = $2 AND key = $3",
             run_id, principal.tenant_id, idempotency_key)
+    earlier = earlier_turns(locked.recent, locked.seen, user_seq - 1,
+                            Question(question_id, content, user_seq, content_tokens))
     return PostedMessage(run, user_message, assistant, created=True,
                          first_in_line=first_in_line, thread=thread, context=context,
                          workflow_key=locked.workflow_key,
-                         opening=opening if first_in_line else [])
+                         opening=opening if first_in_line else [], earlier=earlier)
 
 
 def _thread_key(thread_id: str | uuid.UUID) -> uuid.UUID:

@@ -14,6 +14,7 @@ from app.chat import history
 from app.chat.history import build_messages
 from app.chat.models import LlmContext, Thread
 from app.db.driver import driver_of
+from tests.fakes import text_reply
 
 TURNS = 70  # 140 earlier messages: several pages
 
@@ -79,3 +80,33 @@ async def test_a_small_budget_keeps_the_newest_turns_only(new_thread, owner_engi
     assert texts[:-2] == [t for turn in range(TURNS - 5, TURNS)
                           for t in (f"question {turn}", f"answer {turn}")]
     assert result.segments["history"] == 10 * 7 + 6
+
+
+async def test_a_posted_question_sends_the_history_a_queued_one_would_read(
+        new_thread, owner_engine, http, auth, fake_openai, live_settings):
+    """A question posted to an idle thread is answered with history read by the statement that
+    locked the thread (its newest page), then paged on; it must match the history read later
+    from the stored thread, as a queued run's is."""
+    fake = fake_openai[0]
+    fake.reset()
+    fake.enqueue(text_reply("noted"))
+    thread = await new_thread("openai")
+    await long_thread(owner_engine, thread)
+    answer = await http.post(f"/api/threads/{thread}/messages", headers=auth(),
+                             json={"content": "and now?"})
+    assert answer.status_code == 200, answer.text
+    sent = [(m["role"], m["content"]) for m in fake.requests[-1]["messages"]]
+    stored = await seen(owner_engine, thread, uuid.UUID(answer.json()["userMessage"]["id"]),
+                        budget=live_settings.history_token_budget)
+    assert sent == [(m.role, m.content) for m in stored.messages]
+    assert len(sent) > 2 * history.PAGE  # the read went past the first page
+
+
+def test_a_page_read_by_a_post_that_waited_for_the_lock_is_not_used() -> None:
+    question = history.Question(uuid.uuid4(), "q", 8, 1)
+    recent = [["assistant", "a", 6, 2], ["user", "u", 5, 1]]
+    whole = history.earlier_turns(recent, 6, 6, question)
+    assert whole is not None and whole.page[0] == history.Turn("assistant", "a", 6, 2)
+    # The post before it committed messages 7 and 8 while this one waited for the lock.
+    assert history.earlier_turns(recent, 6, 8, question) is None
+    assert history.earlier_turns(None, None, 0, question) is not None  # a new thread
