@@ -8,7 +8,6 @@ unavailable) and the closing stream parts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 import uuid
@@ -147,7 +146,7 @@ class ReplyExecutor:
             return
         handle.status = "running"
         if claimed.stop_requested:
-            handle.stop.set()
+            handle.request_stop()
         thread, context = claimed.thread, claimed.context
         who, history = claimed.who, claimed.history
         reply = Reply(user_message_id=history.user_message_id, question=claimed.question)
@@ -264,16 +263,19 @@ class ReplyExecutor:
 
     async def _provider_round(self, handle: RunHandle, provider: Any, current: Round) -> str:
         """Stream one provider call; returns 'ok', 'stopped' or 'error' (error kept on Round)."""
+        # A stop cancels the consumer (RunHandle.request_stop); waiting on it alone also lets
+        # the run be cancelled without the consumer's error or cancellation reaching it.
         consumer = asyncio.create_task(self._consume(handle, provider, current))
-        stopper = asyncio.create_task(handle.stop.wait())
-        try:
-            done, _ = await asyncio.wait({consumer, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopper.cancel()
-        if consumer not in done:
+        handle.consumer = consumer
+        if handle.stop.is_set():
             consumer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ProviderError):
-                await consumer
+        try:
+            await asyncio.wait((consumer,))
+        finally:
+            handle.consumer = None
+            if not consumer.done():  # the run itself was cancelled: so is its provider call
+                consumer.cancel()
+        if consumer.cancelled():
             self._close_text(handle, current)
             return "stopped"
         error = consumer.exception()

@@ -91,6 +91,7 @@ class RunHandle:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    consumer: asyncio.Task[None] | None = None  # the provider call being read, if any
     heartbeat_at: float = 0.0
     claimed: Any = None  # set when the post transaction already started the run (first in line)
     followers: int = 0  # live readers of this run here (SSE clients)
@@ -134,6 +135,12 @@ class RunHandle:
         if keep_from > self.base:
             del self.parts[:keep_from - self.base]
             self.base = keep_from
+
+    def request_stop(self) -> None:
+        """Stop the reply: its provider call now, or before its next one."""
+        self.stop.set()
+        if self.consumer is not None:
+            self.consumer.cancel()
 
     def mark_stored(self, upto: int) -> None:
         """Parts up to `upto` are in the database: release them to followers."""
@@ -308,7 +315,7 @@ class RunManager:
         handle = self.handles.get(run_id)
         if handle is None:
             return False
-        handle.stop.set()
+        handle.request_stop()
         return True
 
     async def flush(self) -> None:
@@ -346,7 +353,7 @@ class RunManager:
             handle.mark_stored(end)
         for run_id, stop_requested in stopped:
             if stop_requested and run_id in self.handles:
-                self.handles[run_id].stop.set()
+                self.handles[run_id].request_stop()
 
     @staticmethod
     def ending_args(handle: RunHandle, status: str, error: str | None) -> list[Any]:

@@ -126,7 +126,7 @@ class ExecutionService:
             await asyncio.wait_for(handle.finished.wait(),
                                    timeout=self.s.settings.analysis_timeout_s)
         except TimeoutError:
-            handle.stop.set()
+            handle.request_stop()
         async with tenant_transaction(self.s.sessionmaker, principal.tenant_id) as session:
             execution, workflow = await self._load(session, execution_id, lock=True)
             reply = await session.get(Message, posted.assistant_message.id)
