@@ -57,7 +57,9 @@ PAGE = 50
 # The same turns read by the statement that locks the thread to post a question, before the
 # question exists: the newest page, newest first, as [role, content, sequence, tokens] arrays.
 # `seen` is the newest message that statement's snapshot saw: a post that waited for the lock
-# may have been blind to the one before it, and then its page is not used.
+# may have been blind to the one before it, and then its page is not used. Nor is it when a
+# reply was unfinished in that snapshot: it may end before the post's next statement, which
+# then starts this run at once, and the page would lack that reply.
 RECENT_TURNS = f"""
   (SELECT json_agg(json_build_array(h.role, h.content, h.sequence_number, h.tokens)
                    ORDER BY h.sequence_number DESC)
@@ -69,7 +71,9 @@ RECENT_TURNS = f"""
            (m.status IN ('complete', 'stopped', 'interrupted', 'error') AND m.content <> ''))
          ORDER BY m.sequence_number DESC LIMIT {PAGE}) h) AS recent,
   (SELECT max(m.sequence_number) FROM workflow_chat_messages m WHERE m.thread_id = t.id)
-    AS seen"""
+    AS seen,
+  EXISTS (SELECT 1 FROM thread_runs r WHERE r.thread_id = t.id
+          AND r.status IN ('queued', 'running')) AS unfinished"""
 
 
 class Turn(NamedTuple):
@@ -99,9 +103,9 @@ class Earlier:
 
 
 def earlier_turns(recent: list[list[Any]] | None, seen: int | None, last_sequence: int,
-                  question: Question) -> Earlier | None:
-    """The pre-read page, when its snapshot saw every message of the thread; else None."""
-    if (seen or 0) != last_sequence:
+                  unfinished: bool, question: Question) -> Earlier | None:
+    """The pre-read page, when its snapshot saw every message of the thread, all final."""
+    if unfinished or (seen or 0) != last_sequence:
         return None
     return Earlier(question, [Turn(*turn) for turn in recent or ()])
 

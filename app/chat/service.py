@@ -161,7 +161,7 @@ async def post_message(db: Db, principal: Principal, thread_id: str, content: st
         await db.execute(
             "UPDATE idempotency_keys SET run_id = $1 WHERE tenant_id = $2 AND key = $3",
             run_id, principal.tenant_id, idempotency_key)
-    earlier = earlier_turns(locked.recent, locked.seen, user_seq - 1,
+    earlier = earlier_turns(locked.recent, locked.seen, user_seq - 1, locked.unfinished,
                             Question(question_id, content, user_seq, content_tokens))
     return PostedMessage(run, user_message, assistant, created=True,
                          first_in_line=first_in_line, thread=thread, context=context,

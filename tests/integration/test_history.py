@@ -105,8 +105,10 @@ async def test_a_posted_question_sends_the_history_a_queued_one_would_read(
 def test_a_page_read_by_a_post_that_waited_for_the_lock_is_not_used() -> None:
     question = history.Question(uuid.uuid4(), "q", 8, 1)
     recent = [["assistant", "a", 6, 2], ["user", "u", 5, 1]]
-    whole = history.earlier_turns(recent, 6, 6, question)
+    whole = history.earlier_turns(recent, 6, 6, False, question)
     assert whole is not None and whole.page[0] == history.Turn("assistant", "a", 6, 2)
     # The post before it committed messages 7 and 8 while this one waited for the lock.
-    assert history.earlier_turns(recent, 6, 8, question) is None
-    assert history.earlier_turns(None, None, 0, question) is not None  # a new thread
+    assert history.earlier_turns(recent, 6, 8, False, question) is None
+    # A reply was still running in its snapshot: it may be final by the time this run starts.
+    assert history.earlier_turns(recent, 6, 6, True, question) is None
+    assert history.earlier_turns(None, None, 0, False, question) is not None  # a new thread
