@@ -412,13 +412,14 @@ class ReplyExecutor:
 
     async def _finish(self, handle: RunHandle, who: CallAttribution, reply: Reply) -> None:
         """Make the reply final: message, usage part, run status, all in one transaction."""
-        await with_db_retries(lambda: self._finish_once(handle, who, reply))
+        closing = handle.count  # a retry must not emit the closing parts twice
+        await with_db_retries(lambda: self._finish_once(handle, who, reply, closing))
         handle.mark_stored(handle.count)
         handle.close(reply.status)
 
-    async def _finish_once(self, handle: RunHandle, who: CallAttribution, reply: Reply) -> None:
+    async def _finish_once(self, handle: RunHandle, who: CallAttribution, reply: Reply,
+                           closing: int) -> None:
         content = "".join(reply.text)
-        closing = handle.count  # a retry must not emit the closing parts twice
         payload = None
         async with tenant_driver(self.manager.engine, who.tenant_id) as db:
             usage = [*reply.recorded]

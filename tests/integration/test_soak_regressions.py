@@ -155,3 +155,33 @@ async def test_a_live_reader_only_gets_parts_that_are_already_stored(
             await conn.execute(text(
                 "UPDATE thread_runs SET status = 'interrupted', finished_at = now()"
                 " WHERE id = :r"), {"r": run_id})
+
+
+async def test_a_retried_ending_sends_its_closing_parts_once(
+        http, auth, new_thread, owner_engine, monkeypatch):
+    """The ending emits its closing parts, then its statement meets an outage and is retried:
+    the client and the stored run must still see one data-usage and one finish."""
+    real_row = executor_module.row
+    failures = {"left": 1}
+
+    async def flaky_row(db, sql, *args):
+        if sql in (executor_module._END_REPLY, executor_module._END_WITH_ROW) \
+                and failures["left"]:
+            failures["left"] -= 1
+            raise OSError("connection to the database was lost")
+        return await real_row(db, sql, *args)
+
+    thread = await new_thread("local")
+    monkeypatch.setattr(executor_module, "row", flaky_row)
+    _, events = await asyncio.wait_for(read_stream(
+        http, "POST", f"/api/threads/{thread}/messages", headers=auth(),
+        json={"content": "What is the renewal risk?"}), timeout=120)
+    assert failures["left"] == 0, "the outage was never met"
+    kinds = [e.part["type"] for e in events[:-1]]
+    assert kinds.count("data-usage") == 1 and kinds.count("finish") == 1, kinds
+    run_id = events[0].id.rsplit(":", 1)[0]
+    async with owner_engine.connect() as conn:
+        stored = (await conn.execute(text(
+            "SELECT part->>'type' FROM run_events WHERE run_id = :r ORDER BY seq"),
+            {"r": run_id})).scalars().all()
+    assert stored == kinds
