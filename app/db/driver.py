@@ -50,17 +50,20 @@ async def tenant_driver(engine: AsyncEngine, tenant_id: uuid.UUID | str,
     async with engine.connect() as connection:
         db = (await connection.get_raw_connection()).driver_connection
         assert db is not None
-        await db.execute(f"BEGIN; SELECT {settings}")
         try:
+            await db.execute(f"BEGIN; SELECT {settings}")
             yield db
             await db.execute("COMMIT")
         except BaseException:
+            # Whatever stopped it (an error, a cancellation, even during BEGIN or COMMIT), the
+            # connection goes back clean or not at all: SQLAlchemy cannot roll back a
+            # transaction it did not begin.
             try:
                 if db.is_closed():
                     raise ConnectionError("the connection closed inside the transaction")
                 await db.execute("ROLLBACK")
-            except Exception:
-                await connection.invalidate()  # the pool must not hand out a dead connection
+            except BaseException:
+                await connection.invalidate()  # the pool must not hand out this connection
             raise
 
 

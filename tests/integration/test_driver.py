@@ -180,3 +180,31 @@ async def test_a_replys_ending_waits_for_a_flush_of_the_same_parts_without_deadl
             {"m": reply_id})).one()
     assert (status, last, stored) == ("complete", 3, 3)
     assert tuple(message) == ("complete", "the answer")
+
+
+async def test_a_transaction_cancelled_mid_statement_writes_nothing_and_frees_its_connection(
+        one_connection, owner_engine, demo) -> None:
+    thread_id = uuid.uuid4()
+    started = asyncio.Event()
+
+    async def slow_insert() -> None:
+        async with tenant_driver(one_connection, demo) as db:
+            await db.execute(
+                "INSERT INTO usage_refusals (tenant_id, thread_id, scope, limit_kind)"
+                " VALUES ($1, $2, 'thread', 'tokens')", demo, thread_id)
+            started.set()
+            await db.execute("SELECT pg_sleep(5)")
+
+    task = asyncio.create_task(slow_insert())
+    await asyncio.wait_for(started.wait(), 10)
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with tenant_driver(one_connection, demo) as db:  # the pool's only connection
+        assert not await db.fetchval("SELECT 1 FROM usage_refusals WHERE thread_id = $1",
+                                     thread_id)
+    async with owner_engine.connect() as conn:
+        kept = (await conn.execute(text("SELECT count(*) FROM usage_refusals"
+                                        " WHERE thread_id = :t"), {"t": thread_id})).scalar()
+    assert kept == 0
