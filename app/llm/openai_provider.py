@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
@@ -42,6 +44,7 @@ _TRANSLATED: tuple[type[Exception], ...] = (openai.APIError, *_TIMEOUT_ERRORS, *
 _NO_TEMPERATURE_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 
 _FINISH_REASONS = {"function_call": "tool_calls"}
+DRAIN_AFTER_DONE_S = 0.2  # how long the rest of a body may take to arrive after [DONE]
 
 
 def to_openai_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
@@ -175,9 +178,12 @@ async def _chunks(body: AsyncIterator[bytes]) -> AsyncIterator[_Chunk]:
                 if payload == b"[DONE]":
                     # Read the body to its end: a response closed early takes its
                     # connection with it, and the next call would connect (and handshake)
-                    # again.
-                    async for _ in body:
-                        pass
+                    # again. A server that keeps the body open after [DONE] only costs
+                    # that connection, not the reply.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(DRAIN_AFTER_DONE_S):
+                            async for _ in body:
+                                pass
                     return
                 try:
                     chunk = _decode_chunk(payload)
