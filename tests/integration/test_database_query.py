@@ -81,13 +81,19 @@ async def data_snapshot(owner_engine: AsyncEngine) -> dict[str, Any]:
 
 
 async def held_locks(owner_engine: AsyncEngine) -> list[Any]:
-    """Locks held by any service connection, and advisory locks held by anyone."""
+    """Locks left held by a service connection, and advisory locks held by anyone.
+
+    A service connection busy with a statement right now (the live app's run sweeper, say)
+    holds its own transaction's locks while it runs; only what stays held after the query
+    returned is a leak.
+    """
     async with owner_engine.connect() as conn:
         return list((await conn.execute(text(
             "SELECT l.locktype, l.mode, l.relation::regclass::text AS relation, a.state"
             " FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
             " WHERE l.pid <> pg_backend_pid()"
-            "   AND (l.locktype = 'advisory' OR a.usename = 'chatbranch_app'"
+            "   AND (l.locktype = 'advisory'"
+            "        OR (a.usename = 'chatbranch_app' AND a.state IS DISTINCT FROM 'active')"
             "        OR a.state LIKE 'idle in transaction%')"))).all())
 
 
