@@ -24,8 +24,11 @@ from app.chat.models import LlmContext, Run, Thread
 from app.chat.runs import ENDING_CTES, RunHandle, RunManager
 from app.chat.service import (
     MESSAGE_COLUMNS,
+    TURN_CONTEXT_JOIN,
+    TURN_SOURCES,
     MessageView,
     PostedMessage,
+    context_of,
     payload_of,
     read_message,
 )
@@ -69,14 +72,10 @@ WITH claimed AS (
   UPDATE thread_runs SET status = 'running', worker_id = $2
   WHERE id = $1 AND status = 'queued' RETURNING *
 )
-SELECT {select_list(Run, 'r', 'r_')}, {select_list(Thread, 't')},
-  {select_list(LlmContext, 'c', 'c_')},
-  (SELECT e.workflow_key FROM workflow_executions e WHERE e.id = t.workflow_execution_id)
-    AS workflow_key,
+SELECT {select_list(Run, 'r', 'r_')}, {TURN_SOURCES},
   (SELECT m.metadata FROM workflow_chat_messages m WHERE m.id = r.assistant_message_id)
     AS directives
-FROM claimed r JOIN workflow_chat_threads t ON t.id = r.thread_id
-LEFT JOIN workflow_llm_context c ON c.thread_id = t.id
+FROM claimed r JOIN workflow_chat_threads t ON t.id = r.thread_id {TURN_CONTEXT_JOIN}
 """
 
 
@@ -220,9 +219,9 @@ class ReplyExecutor:
             found = await row(db, _CLAIM, handle.run_id, self.manager.worker_id)
             if found is None:  # not queued any more (stopped, or claimed elsewhere)
                 return None
-            context = detached(LlmContext, found, "c_") if found.c_id is not None else None
             return await self._load(db, detached(Run, found, "r_"), detached(Thread, found),
-                                    context, found.workflow_key, found.directives or {})
+                                    context_of(found), found.workflow_key,
+                                    found.directives or {})
 
     async def start_posted(self, db: Db, posted: PostedMessage) -> RunHandle:
         """A run created running (first in line): load it, with its opening parts.

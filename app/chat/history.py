@@ -37,19 +37,21 @@ def system_prompt(context: LlmContext) -> str:
     return f"{context.system_prompt}\n\n{context_snapshot(context)}"
 
 
+# What the model sees of a message: its token count (a question's own, a reply's content's),
+# and whether it is shown at all (every question; a reply once final and not empty).
+TURN_TOKENS = ("CASE WHEN m.role = 'user' THEN coalesce(m.tokens_used, 0)"
+               " ELSE coalesce((m.metadata->>'contentTokens')::int, 0) END")
+_SHOWN = ("(m.role = 'user'"
+          " OR (m.status IN ('complete', 'stopped', 'interrupted', 'error') AND m.content <> ''))")
 # The question, then the earlier turns the model may see, newest first, one page at a time:
 # a long thread costs what its newest turns cost, not what all of them do. Plain rows, not ORM
 # objects: nothing here is changed or kept.
-_TURNS = """
+_TURNS = f"""
 WITH question AS (SELECT sequence_number FROM workflow_chat_messages WHERE id = $1)
-SELECT m.id, m.role, m.content, m.sequence_number,
-       CASE WHEN m.role = 'user' THEN coalesce(m.tokens_used, 0)
-            ELSE coalesce((m.metadata->>'contentTokens')::int, 0) END AS tokens
+SELECT m.id, m.role, m.content, m.sequence_number, {TURN_TOKENS} AS tokens
 FROM workflow_chat_messages m, question q
 WHERE m.thread_id = $2 AND m.sequence_number <= q.sequence_number
-  AND m.sequence_number < $3
-  AND (m.id = $1 OR m.role = 'user'
-       OR (m.status IN ('complete', 'stopped', 'interrupted', 'error') AND m.content <> ''))
+  AND m.sequence_number < $3 AND (m.id = $1 OR {_SHOWN})
 ORDER BY m.sequence_number DESC
 LIMIT $4
 """
@@ -63,12 +65,9 @@ PAGE = 50
 RECENT_TURNS = f"""
   (SELECT json_agg(json_build_array(h.role, h.content, h.sequence_number, h.tokens)
                    ORDER BY h.sequence_number DESC)
-   FROM (SELECT m.role, m.content, m.sequence_number,
-                CASE WHEN m.role = 'user' THEN coalesce(m.tokens_used, 0)
-                     ELSE coalesce((m.metadata->>'contentTokens')::int, 0) END AS tokens
+   FROM (SELECT m.role, m.content, m.sequence_number, {TURN_TOKENS} AS tokens
          FROM workflow_chat_messages m
-         WHERE m.thread_id = t.id AND (m.role = 'user' OR
-           (m.status IN ('complete', 'stopped', 'interrupted', 'error') AND m.content <> ''))
+         WHERE m.thread_id = t.id AND {_SHOWN}
          ORDER BY m.sequence_number DESC LIMIT {PAGE}) h) AS recent,
   (SELECT max(m.sequence_number) FROM workflow_chat_messages m WHERE m.thread_id = t.id)
     AS seen,

@@ -39,33 +39,30 @@ _STORED_PARTS = text("SELECT seq, part::text FROM run_events WHERE run_id = :r"
 LAST_SEQ = 2**31 - 1  # no upper bound (seq is an int column)
 
 
-# The flusher's one statement: insert new parts (idempotent), wake readers on other workers,
-# record the runs' heartbeat and last stored part, and say which runs were asked to stop.
+# Parts ($1 runs, $2 seqs, $3 JSON texts) stored once each: the leading CTE of a flush and of
+# a reply's ending.
+_ADD_PARTS = """
+WITH added AS (
+  INSERT INTO run_events (run_id, seq, tenant_id, part)
+  SELECT r, s, current_setting('app.tenant_id')::uuid, p::jsonb
+  FROM unnest($1::uuid[], $2::int[], $3::text[]) AS x(r, s, p)
+  ON CONFLICT DO NOTHING RETURNING run_id
+)"""
 # A reply's ending, as the leading CTEs of the statement that makes its message final: the
 # run's last parts ($1-$3), the wake-up of followers elsewhere and the run's end ($4 run, $5
 # status, $6 last part, $7 error). The one-time filters order them: the parts go in before the
 # run's row is locked, as in a flush (the other order deadlocks with a flush writing the same
 # parts), and the statement's own UPDATE can wait for `ended` the same way.
-ENDING_CTES = """
-WITH added AS (
-  INSERT INTO run_events (run_id, seq, tenant_id, part)
-  SELECT r, s, current_setting('app.tenant_id')::uuid, p::jsonb
-  FROM unnest($1::uuid[], $2::int[], $3::text[]) AS x(r, s, p)
-  ON CONFLICT DO NOTHING RETURNING 1
-), woken AS (
+ENDING_CTES = _ADD_PARTS + """, woken AS (
   SELECT pg_notify('chatbranch_runs', $4::uuid::text) WHERE (SELECT count(*) FROM added) >= 0
 ), ended AS (
   UPDATE thread_runs SET status = $5, finished_at = now(), last_event_seq = $6, error_message = $7
   WHERE id = $4 AND (SELECT count(*) FROM woken) >= 0 RETURNING 1
 )
 """
-_FLUSH = """
-WITH added AS (
-  INSERT INTO run_events (run_id, seq, tenant_id, part)
-  SELECT r, s, current_setting('app.tenant_id')::uuid, p::jsonb
-  FROM unnest($1::uuid[], $2::int[], $3::text[]) AS x(r, s, p)
-  ON CONFLICT DO NOTHING RETURNING run_id
-), woken AS (
+# The flusher's one statement: insert new parts (idempotent), wake readers on other workers,
+# record the runs' heartbeat and last stored part, and say which runs were asked to stop.
+_FLUSH = _ADD_PARTS + """, woken AS (
   SELECT pg_notify('chatbranch_runs', d.run_id::text) FROM (SELECT DISTINCT run_id FROM added) d
 )
 UPDATE thread_runs t SET heartbeat_at = now(), last_event_seq = GREATEST(t.last_event_seq, x.last)

@@ -17,34 +17,45 @@ from app.auth.principal import Principal
 from app.chat import stream as parts
 from app.chat.history import RECENT_TURNS, Earlier, Question, earlier_turns
 from app.chat.models import LlmContext, Message, Run, Thread, ToolCallRecord
-from app.db.driver import Db, detached, row, rows, select_list
+from app.db.driver import Db, Row, detached, row, rows, select_list
 from app.errors import Conflict, NotFound
 from app.llm.tokens import count_text
 from app.usage.budgets import BudgetDecision, check_budget
 from app.usage.ledger import UsageFigures, usage_part
 from app.usage.pricing import PriceBook
 
-# The thread, row-locked for the turn, with what the turn needs beside it: its LLM context, its
-# execution's workflow key, the tenant's budgets and the newest page of its history.
-_LOCK_THREAD = f"""
-SELECT {select_list(Thread, 't')}, {select_list(LlmContext, 'c', 'c_')},
+# What a turn needs of its thread (alias t) beside the thread: its LLM context (columns c_*)
+# and its execution's workflow key. Read by the post and by a queued run's start.
+TURN_SOURCES = f"""{select_list(Thread, 't')}, {select_list(LlmContext, 'c', 'c_')},
   (SELECT e.workflow_key FROM workflow_executions e WHERE e.id = t.workflow_execution_id)
-    AS workflow_key,
+    AS workflow_key"""
+TURN_CONTEXT_JOIN = "LEFT JOIN workflow_llm_context c ON c.thread_id = t.id"
+
+# The thread, row-locked for the turn, with its turn sources, the tenant's budgets and the
+# newest page of its history.
+_LOCK_THREAD = f"""
+SELECT {TURN_SOURCES},
   (SELECT s.settings->'budgets' FROM tenants s WHERE s.id = t.tenant_id) AS budgets,
   {RECENT_TURNS}
-FROM workflow_chat_threads t LEFT JOIN workflow_llm_context c ON c.thread_id = t.id
+FROM workflow_chat_threads t {TURN_CONTEXT_JOIN}
 WHERE t.id = $1
 FOR UPDATE OF t
 """
+
+
+def context_of(found: Row) -> LlmContext | None:
+    """The LLM context read with TURN_SOURCES (None if the thread has none)."""
+    return detached(LlmContext, found, "c_") if found.c_id is not None else None
+
 
 # The question, the reply's placeholder and the run, with the thread's counters, in one round
 # trip. Under the thread's row lock, a run with no unfinished predecessor starts running on the
 # posting worker ($11), its opening parts ($12) stored with it; later posts queue behind it.
 # The foreign keys to the new rows are checked at the statement's end, when all of them exist.
 _POST = """
-WITH busy AS (
-  SELECT EXISTS (SELECT 1 FROM thread_runs
-                 WHERE thread_id = $1 AND status IN ('queued', 'running')) AS b
+WITH line AS (
+  SELECT $11::text IS NOT NULL AND NOT EXISTS (
+    SELECT 1 FROM thread_runs WHERE thread_id = $1 AND status IN ('queued', 'running')) AS first
 ), messages AS (
   INSERT INTO workflow_chat_messages (id, thread_id, tenant_id, role, content, tokens_used,
     sequence_number, status, message_type, metadata)
@@ -53,10 +64,9 @@ WITH busy AS (
 ), run AS (
   INSERT INTO thread_runs (id, tenant_id, thread_id, user_id, user_message_id,
     assistant_message_id, status, worker_id)
-  SELECT $6, $2, $1, $3, $4, $5,
-         CASE WHEN b OR $11::text IS NULL THEN 'queued' ELSE 'running' END,
-         CASE WHEN b THEN NULL ELSE $11::text END
-  FROM busy
+  SELECT $6, $2, $1, $3, $4, $5, CASE WHEN first THEN 'running' ELSE 'queued' END,
+         CASE WHEN first THEN $11::text END
+  FROM line
 ), counters AS (
   UPDATE workflow_chat_threads
   SET last_sequence_number = $9 + 1, total_messages = COALESCE(total_messages, 0) + 2
@@ -64,10 +74,10 @@ WITH busy AS (
 ), opening AS (
   INSERT INTO run_events (run_id, seq, tenant_id, part)
   SELECT $6, x.seq, $2, x.part::jsonb
-  FROM busy, unnest($12::text[]) WITH ORDINALITY AS x(part, seq)
-  WHERE NOT b AND $11::text IS NOT NULL
+  FROM line, unnest($12::text[]) WITH ORDINALITY AS x(part, seq)
+  WHERE first
 )
-SELECT NOT b AND $11::text IS NOT NULL AS first_in_line, now() AS posted_at FROM busy
+SELECT first AS first_in_line, now() AS posted_at FROM line
 """
 
 
@@ -95,11 +105,7 @@ def request_hash(*parts: str) -> str:
 async def get_thread(session: AsyncSession, thread_id: str | uuid.UUID, *,
                      for_update: bool = False) -> Thread:
     """A thread of the caller's tenant, or 404 (also for malformed ids)."""
-    try:
-        key = uuid.UUID(str(thread_id))
-    except ValueError:
-        raise NotFound(f"thread '{thread_id}' not found") from None
-    thread = await session.get(Thread, key, with_for_update=for_update)
+    thread = await session.get(Thread, _thread_key(thread_id), with_for_update=for_update)
     if thread is None:
         raise NotFound(f"thread '{thread_id}' not found")
     return thread
@@ -122,8 +128,7 @@ async def post_message(db: Db, principal: Principal, thread_id: str, content: st
     locked = await row(db, _LOCK_THREAD, _thread_key(thread_id))
     if locked is None:
         raise NotFound(f"thread '{thread_id}' not found")
-    thread = detached(Thread, locked)
-    context = detached(LlmContext, locked, "c_") if locked.c_id is not None else None
+    thread, context = detached(Thread, locked), context_of(locked)
     if thread.status != "active":
         raise Conflict(f"the thread is {thread.status}; open a new branch to keep talking")
     user_seq = thread.last_sequence_number + 1

@@ -49,3 +49,17 @@ def execute_script(sql: str) -> None:
     driver_connection = op.get_bind().connection.driver_connection
     assert driver_connection is not None
     await_only(driver_connection.execute(sql))
+
+
+def earlier_constant(beside: str, migration: str, name: str = "FUNCTION") -> str:
+    """A SQL constant of another migration file in the same folder (a downgrade restoring the
+    function an upgrade replaced); `beside` is the calling migration's `__file__`."""
+    import importlib.util
+
+    path = Path(beside).with_name(migration)
+    spec = importlib.util.spec_from_file_location(f"migration_{path.stem}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return str(getattr(module, name))

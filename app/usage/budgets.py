@@ -66,13 +66,12 @@ async def _used(db: Db, scope: str, thread: Thread, user_id: uuid.UUID) -> tuple
 async def prompt_estimate(db: Db, thread: Thread, context: LlmContext,
                           new_message_tokens: int) -> int:
     """The next prompt's tokens from stored per-message counts (no re-tokenising)."""
-    from app.chat.history import context_snapshot
+    from app.chat.history import TURN_TOKENS, context_snapshot
     from app.usage.breakdown import count_cached
 
     history = await db.fetchval(
-        "SELECT COALESCE(sum(CASE WHEN role = 'user' THEN COALESCE(tokens_used, 0)"
-        " ELSE COALESCE((metadata->>'contentTokens')::int, 0) END + 4), 0)"
-        " FROM workflow_chat_messages WHERE thread_id = $1", thread.id)
+        f"SELECT COALESCE(sum({TURN_TOKENS} + 4), 0) FROM workflow_chat_messages m"
+        " WHERE m.thread_id = $1", thread.id)
     return (count_cached(context.system_prompt) + count_cached(context_snapshot(context))
             + int(history) + new_message_tokens + 10)
 

@@ -19,10 +19,7 @@ Revises: 0009_knowledge_text_ranks
 Create Date: 2026-11-26
 """
 
-import importlib.util
-from pathlib import Path
-
-from app.db.migrate import execute_script
+from app.db.migrate import earlier_constant, execute_script
 
 revision = "0010_knowledge_text_ranks_lean"
 down_revision = "0009_knowledge_text_ranks"
@@ -92,20 +89,11 @@ $$;
 """
 
 
-def _previous_function() -> str:
-    path = Path(__file__).with_name("0009_knowledge_text_ranks.py")
-    spec = importlib.util.spec_from_file_location("knowledge_text_ranks_0009", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return str(module.FUNCTION).replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
-
-
 def upgrade() -> None:
     # CREATE OR REPLACE keeps the function's owner, EXECUTE grants and revocations.
     execute_script(FUNCTION)
 
 
 def downgrade() -> None:
-    execute_script(_previous_function())
+    execute_script(earlier_constant(__file__, "0009_knowledge_text_ranks.py").replace(
+        "CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))

@@ -19,10 +19,7 @@ Revises: 0010_knowledge_text_ranks_lean
 Create Date: 2026-11-26
 """
 
-import importlib.util
-from pathlib import Path
-
-from app.db.migrate import execute_script
+from app.db.migrate import earlier_constant, execute_script
 
 revision = "0011_knowledge_chunk_words"
 down_revision = "0010_knowledge_text_ranks_lean"
@@ -164,22 +161,12 @@ $$;
 """
 
 
-def _function_of_0010() -> str:
-    path = Path(__file__).with_name("0010_knowledge_text_ranks_lean.py")
-    spec = importlib.util.spec_from_file_location("knowledge_text_ranks_0010", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return str(module.FUNCTION)
-
-
 def upgrade() -> None:
     execute_script(WORDS + FUNCTION)
 
 
 def downgrade() -> None:
-    execute_script(_function_of_0010() + """
+    execute_script(earlier_constant(__file__, "0010_knowledge_text_ranks_lean.py") + """
 DROP TRIGGER IF EXISTS knowledge_chunks_words_add ON knowledge_chunks;
 DROP TRIGGER IF EXISTS knowledge_chunks_words_remove ON knowledge_chunks;
 DROP TRIGGER IF EXISTS knowledge_chunks_words_replace ON knowledge_chunks;

@@ -26,6 +26,18 @@ async def one_connection(database):
     await engine.dispose()
 
 
+async def insert_refusal(db, tenant: uuid.UUID, thread_id: uuid.UUID) -> None:
+    """A row any tenant may write (a refused turn's), to see whether a transaction kept it."""
+    await db.execute("INSERT INTO usage_refusals (tenant_id, thread_id, scope, limit_kind)"
+                     " VALUES ($1, $2, 'thread', 'tokens')", tenant, thread_id)
+
+
+async def refusals_stored(owner_engine, thread_id: uuid.UUID) -> int:
+    async with owner_engine.connect() as conn:
+        return (await conn.execute(text("SELECT count(*) FROM usage_refusals"
+                                        " WHERE thread_id = :t"), {"t": thread_id})).scalar()
+
+
 async def customer_ids(db) -> set[uuid.UUID]:
     return {r["id"] for r in await db.fetch("SELECT id FROM customers")}
 
@@ -51,17 +63,12 @@ async def test_a_failed_transaction_writes_nothing_and_leaves_the_connection_cle
 
     async def insert_then_fail() -> None:
         async with tenant_driver(one_connection, demo) as db:
-            await db.execute(
-                "INSERT INTO usage_refusals (tenant_id, thread_id, scope, limit_kind)"
-                " VALUES ($1, $2, 'thread', 'tokens')", demo, thread_id)
+            await insert_refusal(db, demo, thread_id)
             raise RuntimeError("after the insert")
 
     with pytest.raises(RuntimeError, match="after the insert"):
         await insert_then_fail()
-    async with owner_engine.connect() as conn:
-        kept = (await conn.execute(text("SELECT count(*) FROM usage_refusals"
-                                        " WHERE thread_id = :t"), {"t": thread_id})).scalar()
-    assert kept == 0
+    assert await refusals_stored(owner_engine, thread_id) == 0
     async with tenant_driver(one_connection, demo) as db:  # the same connection, usable again
         assert not await db.fetchval("SELECT 1 FROM usage_refusals WHERE thread_id = $1",
                                      thread_id)
@@ -189,9 +196,7 @@ async def test_a_transaction_cancelled_mid_statement_writes_nothing_and_frees_it
 
     async def slow_insert() -> None:
         async with tenant_driver(one_connection, demo) as db:
-            await db.execute(
-                "INSERT INTO usage_refusals (tenant_id, thread_id, scope, limit_kind)"
-                " VALUES ($1, $2, 'thread', 'tokens')", demo, thread_id)
+            await insert_refusal(db, demo, thread_id)
             started.set()
             await db.execute("SELECT pg_sleep(5)")
 
@@ -204,7 +209,4 @@ async def test_a_transaction_cancelled_mid_statement_writes_nothing_and_frees_it
     async with tenant_driver(one_connection, demo) as db:  # the pool's only connection
         assert not await db.fetchval("SELECT 1 FROM usage_refusals WHERE thread_id = $1",
                                      thread_id)
-    async with owner_engine.connect() as conn:
-        kept = (await conn.execute(text("SELECT count(*) FROM usage_refusals"
-                                        " WHERE thread_id = :t"), {"t": thread_id})).scalar()
-    assert kept == 0
+    assert await refusals_stored(owner_engine, thread_id) == 0

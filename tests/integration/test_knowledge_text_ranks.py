@@ -108,6 +108,20 @@ async def test_the_service_roles_text_search_is_served_by_the_full_text_index(ow
         await conn.rollback()
 
 
+async def scratch_tenant(owner_engine, key: str, customer_name: str
+                         ) -> tuple[uuid.UUID, uuid.UUID]:
+    """A tenant of its own with one customer, for counts no other test disturbs."""
+    async with owner_engine.begin() as conn:
+        tenant = (await conn.execute(text(
+            "INSERT INTO tenants (slug, name) VALUES (:s, :s) RETURNING id"),
+            {"s": f"kb-{key}-{uuid.uuid4().hex[:8]}"})).scalar_one()
+        customer = (await conn.execute(text(
+            "INSERT INTO customers (tenant_id, external_key, name, renewal_date)"
+            " VALUES (:t, :k, :n, '2027-01-01') RETURNING id"),
+            {"t": tenant, "k": key, "n": customer_name})).scalar_one()
+    return tenant, customer
+
+
 async def scope_sizes(owner_engine, tenant) -> dict[uuid.UUID | None, int]:
     async with owner_engine.connect() as conn:
         kept = dict((await conn.execute(text(
@@ -121,14 +135,7 @@ async def scope_sizes(owner_engine, tenant) -> dict[uuid.UUID | None, int]:
 
 
 async def test_scope_sizes_follow_every_insert_and_delete(owner_engine):
-    async with owner_engine.begin() as conn:
-        tenant = (await conn.execute(text(
-            "INSERT INTO tenants (slug, name) VALUES (:s, :s) RETURNING id"),
-            {"s": f"kb-sizes-{uuid.uuid4().hex[:8]}"})).scalar_one()
-        customer = (await conn.execute(text(
-            "INSERT INTO customers (tenant_id, external_key, name, renewal_date)"
-            " VALUES (:t, 'sizes', 'Sizes Co', '2027-01-01') RETURNING id"),
-            {"t": tenant})).scalar_one()
+    tenant, customer = await scratch_tenant(owner_engine, "sizes", "Sizes Co")
     long_text = "\n\n".join(f"Section {i}. The renewal clause {i} covers pricing." * 20
                             for i in range(6))
     try:
@@ -251,14 +258,7 @@ async def chunk_words(owner_engine, tenant) -> list[tuple]:
 
 
 async def test_the_word_list_follows_every_insert_update_and_delete(owner_engine):
-    async with owner_engine.begin() as conn:
-        tenant = (await conn.execute(text(
-            "INSERT INTO tenants (slug, name) VALUES (:s, :s) RETURNING id"),
-            {"s": f"kb-words-{uuid.uuid4().hex[:8]}"})).scalar_one()
-        customer = (await conn.execute(text(
-            "INSERT INTO customers (tenant_id, external_key, name, renewal_date)"
-            " VALUES (:t, 'words', 'Words Co', '2027-01-01') RETURNING id"),
-            {"t": tenant})).scalar_one()
+    tenant, customer = await scratch_tenant(owner_engine, "words", "Words Co")
     try:
         async with owner_engine.begin() as conn:
             await ingest_document(conn, lexical, tenant_id=tenant, title="general",
