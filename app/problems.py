@@ -103,11 +103,28 @@ def database_unavailable(exc: BaseException) -> bool:
         if isinstance(current, _UNAVAILABLE) and (
                 not isinstance(current, OSError | TimeoutError) or _raised_by_driver(current)):
             return True
-        if isinstance(current, asyncpg.InterfaceError) and "connection is closed" in str(current):
+        if _connection_gone(current):
             return True
         orig = getattr(current, "orig", None)
         current = orig if isinstance(orig, BaseException) else (
             current.__cause__ or current.__context__)
+    return False
+
+
+def _connection_gone(exc: BaseException) -> bool:
+    """asyncpg's own words for a connection that is gone (connection.py, protocol/*.pyx).
+
+    By exact class: a subclass such as DataError can quote a caller's value, and asyncpg's
+    other internal errors are bugs, not outages.
+    """
+    message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ""
+    if type(exc) is asyncpg.InterfaceError:
+        return message in ("connection is closed", "cannot perform operation: connection is closed")
+    if type(exc) is asyncpg.InternalClientError:
+        # "failed": connection_lost() has run. State 2 (ERROR_CONSUME) with nothing running: an
+        # error arrived unasked, which the server only sends as it ends the session.
+        return message == "not connected" or message.endswith(
+            ('protocol is in the "failed" state', "another operation (2) is in progress"))
     return False
 
 
@@ -129,7 +146,7 @@ def _unavailable(request: Request[Any, Any, Any]) -> Response[Any]:
                    instance=request.url.path, headers={"retry-after": "1"})
 
 
-def _db_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[Any]:
+def _db_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if database_unavailable(exc):
         return _unavailable(request)
     # Never echo SQL or driver text to clients; it can carry other rows' data.
@@ -159,5 +176,9 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     ValidationException: _validation_error,
     HTTPException: _http_error,
     DBAPIError: _db_error,
+    # What SQLAlchemy's asyncpg dialect wraps in a DBAPIError, raised bare on the driver path.
+    asyncpg.PostgresError: _db_error,
+    asyncpg.InterfaceError: _db_error,
+    asyncpg.InternalClientError: _db_error,
     Exception: _unexpected,
 }

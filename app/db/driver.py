@@ -48,13 +48,14 @@ async def tenant_driver(engine: AsyncEngine, tenant_id: uuid.UUID | str,
     if not durable:
         settings += ", set_config('synchronous_commit', 'off', true)"
     async with engine.connect() as connection:
-        db = (await connection.get_raw_connection()).driver_connection
+        pooled = await connection.get_raw_connection()
+        db = pooled.driver_connection
         assert db is not None
         try:
             await db.execute(f"BEGIN; SELECT {settings}")
             yield db
             await db.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             # Whatever stopped it (an error, a cancellation, even during BEGIN or COMMIT), the
             # connection goes back clean or not at all: SQLAlchemy cannot roll back a
             # transaction it did not begin.
@@ -63,6 +64,12 @@ async def tenant_driver(engine: AsyncEngine, tenant_id: uuid.UUID | str,
                     raise ConnectionError("the connection closed inside the transaction")
                 await db.execute("ROLLBACK")
             except BaseException:
+                if db.is_closed() and isinstance(exc, Exception):
+                    # Lost: the server likely restarted, taking the pool's other connections
+                    # too. Mark every one made before now stale, to be replaced at checkout, as
+                    # SQLAlchemy does on a disconnect (never on a cancellation), by this same
+                    # private call; the public dispose() would replace the pool per failure.
+                    engine.sync_engine.pool._invalidate(pooled, exc, _checkin=False)
                 await connection.invalidate()  # the pool must not hand out this connection
             raise
 
