@@ -27,7 +27,7 @@ log = logging.getLogger("chatbranch.knowledge")
 RRF_K = 60  # the constant of Cormack et al.; damps the weight of top ranks
 EXACT_SCAN_LIMIT = 5_000  # up to this many chunks in scope, exact search is fast and exact
 MAX_K = 20
-HNSW_EF_SEARCH = 140  # the least candidate list of an HNSW scan (pgvector's default is 40)
+HNSW_EF_SEARCH = 60  # the least candidate list of an HNSW scan (pgvector's default is 40)
 Mode = Literal["hybrid", "vector", "text"]
 
 
@@ -177,15 +177,15 @@ async def _prepare_vector_scan(
     along in the same round trip.
     """
     sizes_sql, params = _scope(tenant_id, customer, alias="s")
-    # ef_search 100 gave recall@10 between 0.93 and 0.98 over four builds of the same 100,000
-    # chunks (HNSW builds differ); 140 gave 0.98 on the worst of them, at a price: the scan's
-    # backend CPU went from 2.1 to 3.0 ms there (a better-built graph would need less).
+    # With graphs built at ef_construction 128 (migration 0012), ef_search 60 gave recall@10 of
+    # 1.000 over three builds of the benchmark's 100,000 chunks (at 40: 0.98). A deeper leg
+    # gets 1.5 x its depth, as relaxed_order may return neighbours slightly out of order.
     result = await db.execute(
         text("SELECT coalesce(sum(s.chunks), 0) AS n,"
              " set_config('hnsw.ef_search', :ef, true),"
              " set_config('hnsw.iterative_scan', 'relaxed_order', true)"
              f" FROM knowledge_scope_sizes s WHERE {sizes_sql}"),
-        {**params, "ef": str(min(1000, max(HNSW_EF_SEARCH, 2 * depth)))},
+        {**params, "ef": str(min(1000, max(HNSW_EF_SEARCH, depth + depth // 2)))},
     )
     return int(result.scalar_one())
 

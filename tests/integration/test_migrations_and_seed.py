@@ -38,6 +38,29 @@ async def test_upgrade_downgrade_upgrade_round_trip(scratch_url: str) -> None:
     assert policies >= 18
 
 
+async def _build_options(url: str, model: str) -> list[str]:
+    """Ensure `model`'s HNSW index (as ingestion does) and read the options it was built with."""
+    engine = create_engine(url, pool_size=1)
+    async with engine.begin() as conn:
+        name = (await conn.execute(text("SELECT ensure_embedding_index(:m, 8)"),
+                                   {"m": model})).scalar_one()
+        options = (await conn.execute(text("SELECT reloptions FROM pg_class WHERE relname = :n"),
+                                      {"n": name})).scalar_one()
+    await engine.dispose()
+    return list(options or [])
+
+
+async def test_embedding_indexes_are_built_and_rebuilt_with_the_better_graph(embedded_pg):
+    # An index made before 0012 has pgvector's defaults; 0012 rebuilds it, and new ones follow.
+    embedded_pg.create_database("chatbranch_index_options")
+    url = embedded_pg.url(database="chatbranch_index_options")
+    await _run(lambda owner_url: upgrade(owner_url, "0011_knowledge_chunk_words"), url)
+    assert await _build_options(url, "older-model") == []
+    await _run(upgrade, url)
+    assert await _build_options(url, "older-model") == ["ef_construction=128"]
+    assert await _build_options(url, "newer-model") == ["ef_construction=128"]
+
+
 async def _run(fn, url: str) -> None:
     import asyncio
 
