@@ -16,7 +16,7 @@ from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 Db: TypeAlias = "asyncpg.Connection[Row]"
 M = TypeVar("M")
@@ -74,9 +74,10 @@ async def tenant_driver(engine: AsyncEngine, tenant_id: uuid.UUID | str,
             raise
 
 
-async def driver_of(session: AsyncSession) -> Db:
-    """The driver connection under a session whose transaction has begun (set_tenant did)."""
-    connection = await session.connection()
+async def driver_of(session: AsyncSession | AsyncConnection) -> Db:
+    """The driver connection under a session (or connection) whose transaction has begun
+    (set_tenant did)."""
+    connection = await session.connection() if isinstance(session, AsyncSession) else session
     db = (await connection.get_raw_connection()).driver_connection
     if db is None or not db.is_in_transaction():
         raise RuntimeError("the session's transaction has not begun; scope it first")
