@@ -20,10 +20,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from sqlalchemy import text
 
+from app.db.driver import tenant_driver
 from app.db.embedded import EmbeddedPostgres
-from app.db.engine import RUNTIME_ROLE, create_engine, create_sessionmaker
+from app.db.engine import RUNTIME_ROLE, create_engine
 from app.db.migrate import head_revision, upgrade
 from bench.common import quantile
 from bench.context import RunContext, figure, ms
@@ -33,7 +33,6 @@ DATABASE = "bench_rag"
 MODEL, DIMS = "bench-clustered-384", 384
 GENERATOR = 3  # bump when the data or the queries change
 QUERIES = 100
-_SET_TENANT = text("SELECT set_config('app.tenant_id', :t, true)")
 
 
 class QueryEmbedder:
@@ -172,8 +171,7 @@ async def row4_rag(ctx: RunContext, prepared: dict[str, Any]) -> dict[str, Any]:
     queries = prepared["queries"]
     embedder = QueryEmbedder({q["text"]: q["vector"] for q in queries})
     engine = create_engine(server.url(RUNTIME_ROLE, DATABASE), pool_size=8)
-    sessionmaker = create_sessionmaker(engine)
-    services = SimpleNamespace(sessionmaker=sessionmaker, embedder=embedder)
+    services = SimpleNamespace(engine=engine, embedder=embedder)
     exact_limit = 500 if ctx.smoke else None  # small data still takes the HNSW path
     try:
         import asyncpg  # the owner reads the tenant id (tenants are hidden from the app role)
@@ -193,9 +191,8 @@ async def row4_rag(ctx: RunContext, prepared: dict[str, Any]) -> dict[str, Any]:
                                           RagSearchInput(query=query["text"], k=10))
                 assert len(result.output["results"]) == 10
             else:
-                async with sessionmaker() as session, session.begin():
-                    await session.execute(_SET_TENANT, {"t": str(tenant)})
-                    await search_knowledge(session, embedder, tenant_id=tenant,
+                async with tenant_driver(engine, tenant) as db:
+                    await search_knowledge(db, embedder, tenant_id=tenant,
                                            query=query["text"], k=10,
                                            exact_scan_limit=exact_limit)
             return time.perf_counter() - started
@@ -225,10 +222,9 @@ async def row4_rag(ctx: RunContext, prepared: dict[str, Any]) -> dict[str, Any]:
         vector_only: list[float] = []
         for query in queries:
             started = time.perf_counter()
-            async with sessionmaker() as session, session.begin():
-                await session.execute(_SET_TENANT, {"t": str(tenant)})
+            async with tenant_driver(engine, tenant) as db:
                 hits = await search_knowledge(
-                    session, embedder, tenant_id=tenant, query=query["text"], k=10,
+                    db, embedder, tenant_id=tenant, query=query["text"], k=10,
                     mode="vector", exact_scan_limit=exact_limit or EXACT_SCAN_LIMIT)
             vector_only.append(time.perf_counter() - started)
             recall_hits += len({str(h.chunk_id) for h in hits} & set(query["exact"]))

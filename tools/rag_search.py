@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from app.db.tenancy import tenant_transaction
+from app.db.driver import tenant_driver
 from app.knowledge.embedders import embedder_for
 from app.knowledge.search import MAX_K, SearchHit, search_knowledge
 from tools.base import Tool, ToolContext, ToolError, ToolResult
@@ -42,17 +42,17 @@ DESCRIPTION = (
 async def rag_search(context: ToolContext, data: RagSearchInput) -> ToolResult:
     """Run one hybrid search in the caller's tenant (and the thread's customer)."""
     services = context.services
-    sessionmaker = getattr(services, "sessionmaker", None)
-    if sessionmaker is None:
+    engine = getattr(services, "engine", None)
+    if engine is None:
         raise ToolError("the knowledge base is not available here")
     if not data.query.strip():
         raise ToolError("query must not be blank")
     embedder = embedder_for(services)
     # A customer's thread sees the tenant's general documents and that customer's only;
     # a thread without a customer sees the general documents.
-    async with tenant_transaction(sessionmaker, context.tenant_id, context.user_id) as session:
+    async with tenant_driver(engine, context.tenant_id, context.user_id) as db:
         hits = await search_knowledge(
-            session,
+            db,
             embedder,
             tenant_id=context.tenant_id,
             query=data.query,

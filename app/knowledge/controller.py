@@ -10,6 +10,7 @@ from litestar.params import JSONBody, QueryParameter
 from litestar.response import Response
 
 from app.auth.guards import admin_only
+from app.db.driver import driver_of
 from app.deps import CurrentUser, DbSession
 from app.errors import BadRequest, Unprocessable
 from app.knowledge import repository
@@ -84,9 +85,8 @@ class KnowledgeController(Controller):
             raise BadRequest("q must contain something to search for")
         scope: CustomerScope = ALL_CUSTOMERS if customer_id is None else customer_id
         embedder = embedder_for(request.app.state)
-        hits = await search_knowledge(
-            db_session, embedder, tenant_id=principal.tenant_id, query=q, k=k, customer=scope
-        )
+        hits = await search_knowledge(await driver_of(db_session), embedder,
+                                      tenant_id=principal.tenant_id, query=q, k=k, customer=scope)
         return SearchResults(
             results=[
                 SearchResult(

@@ -16,11 +16,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import TextClause, text
-
+from app.db.driver import Db
+from app.db.named import named_rows
 from app.knowledge import repository
 from app.knowledge.embedders import Embedder, lexical_terms
-from app.knowledge.repository import Executor
 
 log = logging.getLogger("chatbranch.knowledge")
 
@@ -57,7 +56,7 @@ class SearchHit:
 
 
 async def search_knowledge(
-    db: Executor,
+    db: Db,
     embedder: Embedder,
     *,
     tenant_id: uuid.UUID,
@@ -145,7 +144,7 @@ def _scope(
 
 
 async def _vector_leg(
-    db: Executor,
+    db: Db,
     embedder: Embedder,
     vector: list[float],
     tenant_id: uuid.UUID,
@@ -159,17 +158,17 @@ async def _vector_leg(
     args = {**params, "q": repository.vector_literal(vector), "n": depth}
     in_scope = await _prepare_vector_scan(db, tenant_id, customer, depth)
     if in_scope > exact_scan_limit:
-        rows = await db.execute(text(vector_leg_sql(embedder.dims, where, exact=False)), args)
+        rows = await named_rows(db, vector_leg_sql(embedder.dims, where, exact=False), args)
         found = [(row.id, float(row.distance)) for row in rows]
         if len(found) >= min(depth, in_scope):
             return found
         log.warning("hnsw scan returned %d of %d neighbours; using exact search", len(found), depth)
-    rows = await db.execute(text(vector_leg_sql(embedder.dims, where, exact=True)), args)
+    rows = await named_rows(db, vector_leg_sql(embedder.dims, where, exact=True), args)
     return [(row.id, float(row.distance)) for row in rows]
 
 
 async def _prepare_vector_scan(
-    db: Executor, tenant_id: uuid.UUID, customer: CustomerScope, depth: int
+    db: Db, tenant_id: uuid.UUID, customer: CustomerScope, depth: int
 ) -> int:
     """Chunks in scope (of every model: an upper bound of this model's); sets the HNSW scan up.
 
@@ -180,14 +179,15 @@ async def _prepare_vector_scan(
     # With graphs built at ef_construction 128 (migration 0012), ef_search 60 gave recall@10 of
     # 1.000 over three builds of the benchmark's 100,000 chunks (at 40: 0.98). A deeper leg
     # gets 1.5 x its depth, as relaxed_order may return neighbours slightly out of order.
-    result = await db.execute(
-        text("SELECT coalesce(sum(s.chunks), 0) AS n,"
-             " set_config('hnsw.ef_search', :ef, true),"
-             " set_config('hnsw.iterative_scan', 'relaxed_order', true)"
-             f" FROM knowledge_scope_sizes s WHERE {sizes_sql}"),
+    [found] = await named_rows(
+        db,
+        "SELECT coalesce(sum(s.chunks), 0) AS n,"
+        " set_config('hnsw.ef_search', :ef, true),"
+        " set_config('hnsw.iterative_scan', 'relaxed_order', true)"
+        f" FROM knowledge_scope_sizes s WHERE {sizes_sql}",
         {**params, "ef": str(min(1000, max(HNSW_EF_SEARCH, depth + depth // 2)))},
     )
-    return int(result.scalar_one())
+    return int(found.n)
 
 
 def model_filter(model: str, dims: int) -> str:
@@ -231,21 +231,21 @@ def vector_leg_sql(dims: int, where: str, *, exact: bool, limit: str = ":n") -> 
 # the whole websearch query ("phrases", -excluded), plus ts_rank_cd for proximity. The ranking
 # lives in the definer function `knowledge_text_ranks` (migration 0009): run as the runtime role,
 # RLS would keep the full-text index from being used at all.
-_TEXT_RANKS = text(
+_TEXT_RANKS = (
     "SELECT id, rank FROM knowledge_text_ranks(:tenant_id, :query, :customer, :every, :n)"
 )
 
 
 async def _text_leg(
-    db: Executor, query: str, tenant_id: uuid.UUID, customer: CustomerScope, depth: int
+    db: Db, query: str, tenant_id: uuid.UUID, customer: CustomerScope, depth: int
 ) -> list[tuple[uuid.UUID, float]]:
     """(chunk id, rank), best first, among chunks sharing a word stem with the query.
 
     Empty unless `tenant_id` is the transaction's own (`app.tenant_id`), as RLS would have it.
     """
     every = customer is ALL_CUSTOMERS
-    rows = await db.execute(
-        _TEXT_RANKS,
+    rows = await named_rows(
+        db, _TEXT_RANKS,
         {"tenant_id": tenant_id, "query": query, "customer": None if every else customer,
          "every": every, "n": depth},
     )
@@ -284,14 +284,14 @@ _NO_VECTOR = "SELECT CAST(NULL AS uuid) AS id, CAST(NULL AS float8) AS distance 
 
 
 @functools.lru_cache(maxsize=256)
-def _hybrid_statement(vector_leg: str, depth: int, k: int) -> TextClause:
+def _hybrid_statement(vector_leg: str, depth: int, k: int) -> str:
     # Limits are literals: with them as parameters no generic plan is good enough, and every
     # call would be planned again (about 0.35 ms).
-    return text(_HYBRID.format(vector_leg=vector_leg, rrf_k=RRF_K, depth=int(depth), k=int(k)))
+    return _HYBRID.format(vector_leg=vector_leg, rrf_k=RRF_K, depth=int(depth), k=int(k))
 
 
 async def _hybrid(
-    db: Executor,
+    db: Db,
     embedder: Embedder,
     vector: list[float] | None,
     query: str,
@@ -314,7 +314,7 @@ async def _hybrid(
         vector_sql = vector_leg_sql(embedder.dims, where, exact=not approximate,
                                     limit=str(depth))
         args["q"] = repository.vector_literal(vector)
-    rows = (await db.execute(_hybrid_statement(vector_sql, depth, k), args)).all()
+    rows = await named_rows(db, _hybrid_statement(vector_sql, depth, k), args)
     if approximate and rows[0].vector_found < min(depth, in_scope):
         log.warning("hnsw scan returned %d of %d neighbours; using exact search",
                     rows[0].vector_found, depth)
@@ -334,18 +334,17 @@ async def _hybrid(
 
 
 async def _fill(
-    db: Executor, scope_sql: str, params: dict[str, Any], taken: list[uuid.UUID], wanted: int
+    db: Db, scope_sql: str, params: dict[str, Any], taken: list[uuid.UUID], wanted: int
 ) -> list[tuple[uuid.UUID, float]]:
     """Chunks neither leg reached (no shared word, embedded by another model), newest first.
 
     Keeps the promise of k results whenever k exist; they rank last with a score of 0.
     """
-    rows = await db.execute(
-        text(
-            f"SELECT c.id FROM knowledge_chunks c WHERE {scope_sql}"
-            " AND NOT (c.id = ANY(CAST(:taken AS uuid[])))"
-            " ORDER BY c.created_at DESC, c.document_id, c.chunk_index LIMIT :n"
-        ),
+    rows = await named_rows(
+        db,
+        f"SELECT c.id FROM knowledge_chunks c WHERE {scope_sql}"
+        " AND NOT (c.id = ANY(CAST(:taken AS uuid[])))"
+        " ORDER BY c.created_at DESC, c.document_id, c.chunk_index LIMIT :n",
         {**params, "taken": [str(t) for t in taken], "n": wanted},
     )
     return [(row.id, 0.0) for row in rows]
@@ -387,7 +386,7 @@ def make_snippet(content: str, query: str, max_chars: int = SNIPPET_CHARS) -> st
 
 
 async def _hits(
-    db: Executor,
+    db: Db,
     query: str,
     tenant_id: uuid.UUID,
     ranked: list[tuple[uuid.UUID, float]],
@@ -396,8 +395,8 @@ async def _hits(
 ) -> list[SearchHit]:
     if not ranked:
         return []
-    rows = await db.execute(
-        text(_DETAILS), {"tenant_id": tenant_id, "ids": [str(cid) for cid, _ in ranked]}
+    rows = await named_rows(
+        db, _DETAILS, {"tenant_id": tenant_id, "ids": [str(cid) for cid, _ in ranked]}
     )
     details = {row.id: row for row in rows}
     hits = []

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from app.db.engine import create_sessionmaker
+from app.db.driver import driver_of
 from app.db.tenancy import set_tenant
 from app.knowledge.controller import KnowledgeController
 from app.knowledge.embedders import LexicalEmbedder, default_embedder
@@ -154,16 +154,16 @@ async def test_no_result_ever_comes_from_another_tenant(app_engine, owner_engine
     embedder = default_embedder()
     async with app_engine.connect() as conn:
         await set_tenant(conn, other)
-        control = await search_knowledge(conn, embedder, tenant_id=other, query=OTHER_FACTS[0],
+        control = await search_knowledge(await driver_of(conn), embedder, tenant_id=other, query=OTHER_FACTS[0],
                                          k=3, customer=ALL_CUSTOMERS, mode=mode)
         await conn.rollback()
         await set_tenant(conn, demo)
         seen = []
         for fact in OTHER_FACTS:
-            seen += await search_knowledge(conn, embedder, tenant_id=demo, query=fact, k=20,
+            seen += await search_knowledge(await driver_of(conn), embedder, tenant_id=demo, query=fact, k=20,
                                            customer=ALL_CUSTOMERS, mode=mode)
         # RLS holds even when the code names the other tenant: its rows are not visible.
-        smuggled = await search_knowledge(conn, embedder, tenant_id=other, query=OTHER_FACTS[0],
+        smuggled = await search_knowledge(await driver_of(conn), embedder, tenant_id=other, query=OTHER_FACTS[0],
                                           k=20, customer=ALL_CUSTOMERS, mode=mode)
     # The control proves the query can find the fact at all (the full-text legs find the code).
     assert control
@@ -187,7 +187,7 @@ async def test_search_returns_k_results_whenever_k_exist(owner_engine):
                               source="test://delta.md")
 
         async def count(query: str, k: int, **kw: Any) -> int:
-            return len(await search_knowledge(conn, lexical, tenant_id=tenant, query=query, k=k,
+            return len(await search_knowledge(await driver_of(conn), lexical, tenant_id=tenant, query=query, k=k,
                                               customer=ALL_CUSTOMERS, **kw))
 
         assert await count("alpha clause", 2) == 2
@@ -199,10 +199,12 @@ async def test_search_returns_k_results_whenever_k_exist(owner_engine):
 
 async def test_hnsw_and_exact_vector_search_agree(owner_engine, demo):
     async with owner_engine.connect() as conn:
+        await set_tenant(conn, demo)  # search runs in a transaction (its scan settings are local)
+        db = await driver_of(conn)
         for query in ("war room charter", "discount approval matrix"):
-            exact = await search_knowledge(conn, default_embedder(), tenant_id=demo, query=query,
+            exact = await search_knowledge(db, default_embedder(), tenant_id=demo, query=query,
                                            k=8, customer=None, mode="vector")
-            hnsw = await search_knowledge(conn, default_embedder(), tenant_id=demo, query=query,
+            hnsw = await search_knowledge(db, default_embedder(), tenant_id=demo, query=query,
                                           k=8, customer=None, mode="vector", exact_scan_limit=0)
             assert [h.chunk_id for h in hnsw] == [h.chunk_id for h in exact]
 
@@ -235,7 +237,7 @@ def tools(app_engine, settings):
     """rag_search as the reply executor runs it: a registry and the app's services."""
     registry = ToolRegistry()
     registry.register(rag_search.TOOL)
-    services = SimpleNamespace(sessionmaker=create_sessionmaker(app_engine), settings=settings)
+    services = SimpleNamespace(engine=app_engine, settings=settings)
     return registry, services
 
 

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from app.db.driver import driver_of
 from app.db.tenancy import set_tenant
 from app.knowledge import search
 from app.knowledge.embedders import LexicalEmbedder, default_embedder
@@ -101,7 +102,7 @@ async def test_the_service_roles_text_search_is_served_by_the_full_text_index(ow
         await conn.execute(text("SELECT count(*) FROM knowledge_chunks"
                                 " WHERE search_vector @@ to_tsquery('english', 'renewal')"))
         assert await index_scans(conn) == before
-        hits = await search_knowledge(conn, lexical, tenant_id=demo, query="renewal discount",
+        hits = await search_knowledge(await driver_of(conn), lexical, tenant_id=demo, query="renewal discount",
                                       k=5, mode="text")
         assert hits
         assert await index_scans(conn) > before
@@ -233,12 +234,12 @@ async def test_the_one_statement_hybrid_search_ranks_as_the_legs_fused_in_python
                                             " ORDER BY external_key LIMIT 1"))).scalar_one()
         cases = [(query, scope, k) for query in QUERIES
                  for scope in (None, customer, ALL_CUSTOMERS) for k in (1, 5, 20)]
-        fused = [await search_knowledge(conn, embedder, tenant_id=demo, query=query, k=k,
+        fused = [await search_knowledge(await driver_of(conn), embedder, tenant_id=demo, query=query, k=k,
                                         customer=scope, exact_scan_limit=exact_scan_limit)
                  for query, scope, k in cases]
         with monkeypatch.context() as patch:
             patch.setattr(search, "_hybrid", _legs_one_by_one)
-            legs = [await search_knowledge(conn, embedder, tenant_id=demo, query=query, k=k,
+            legs = [await search_knowledge(await driver_of(conn), embedder, tenant_id=demo, query=query, k=k,
                                            customer=scope, exact_scan_limit=exact_scan_limit)
                     for query, scope, k in cases]
     assert fused == legs

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from app.db.driver import driver_of
 from app.db.tenancy import set_tenant
 from app.knowledge.embedders import LOCAL_MODEL, default_embedder, local_embedder_available
 from app.knowledge.search import ALL_CUSTOMERS, search_knowledge
@@ -64,7 +65,7 @@ async def test_hybrid_recall_at_5_is_at_least_that_of_each_leg(app_engine, users
             found = 0
             misses[mode] = []
             for item in QUESTIONS:
-                hits = await search_knowledge(conn, cached, tenant_id=demo,
+                hits = await search_knowledge(await driver_of(conn), cached, tenant_id=demo,
                                               query=item["question"], k=K,
                                               customer=ALL_CUSTOMERS, mode=mode)
                 if any(hit.source == item["expectedSource"] for hit in hits):
