@@ -102,7 +102,8 @@ async def test_the_service_roles_text_search_is_served_by_the_full_text_index(ow
         await conn.execute(text("SELECT count(*) FROM knowledge_chunks"
                                 " WHERE search_vector @@ to_tsquery('english', 'renewal')"))
         assert await index_scans(conn) == before
-        hits = await search_knowledge(await driver_of(conn), lexical, tenant_id=demo, query="renewal discount",
+        db = await driver_of(conn)
+        hits = await search_knowledge(db, lexical, tenant_id=demo, query="renewal discount",
                                       k=5, mode="text")
         assert hits
         assert await index_scans(conn) > before
@@ -170,7 +171,17 @@ QUERIES = ["renewal discount", "who approves a discount above 20%", "war room ch
            "Acme's champion left", "pricing OR uplift", "zzzz qqqq"]
 
 
-def _ranks_of_0009() -> str:
+_HEAD_0009 = ("head AS MATERIALIZED (\n  SELECT h.id,",
+              "  ORDER BY base DESC, h.id\n  LIMIT 4 * p_limit\n)")
+# Since 0012 the proximity rerank takes the 2 x limit best by weight and all tied with the last
+# of them, at most 4 x limit (0009 took 4 x limit).
+_HEAD_0012 = ("head AS MATERIALIZED (\n  SELECT best.id, best.base FROM (SELECT h.id,",
+              "  ORDER BY base DESC FETCH FIRST (2 * p_limit) ROWS WITH TIES) AS best\n"
+              "  ORDER BY best.base DESC, best.id\n  LIMIT 4 * p_limit\n)")
+
+
+def _ranks_of_0009(name: str = "ranks_0009", head: tuple[str, str] = _HEAD_0012) -> str:
+    """0009's ranking as pg_temp.`name`, re-ranking `head` (by default 0012's)."""
     path = Path(__file__).parents[2] / "migrations" / "versions" / "0009_knowledge_text_ranks.py"
     spec = importlib.util.spec_from_file_location("knowledge_text_ranks_0009", path)
     assert spec is not None
@@ -178,11 +189,10 @@ def _ranks_of_0009() -> str:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     create = str(module.FUNCTION).split("\nREVOKE", 1)[0]
-    # Since 0012 the proximity rerank takes the 2 x limit best by weight, not 4 x limit: the
-    # reference ranks the same head, so that the comparison is of the implementations.
-    assert create.count("LIMIT 4 * p_limit") == 1
-    create = create.replace("LIMIT 4 * p_limit", "LIMIT 2 * p_limit")
-    return create.replace("FUNCTION knowledge_text_ranks(", "FUNCTION pg_temp.ranks_0009(", 1)
+    for old, new in zip(_HEAD_0009, head, strict=True):
+        assert create.count(old) == 1
+        create = create.replace(old, new)
+    return create.replace("FUNCTION knowledge_text_ranks(", f"FUNCTION pg_temp.{name}(", 1)
 
 
 async def test_the_lean_ranking_ranks_exactly_as_the_first_one(owner_engine, demo):
@@ -212,6 +222,25 @@ async def test_the_lean_ranking_ranks_exactly_as_the_first_one(owner_engine, dem
     assert compared > 30  # most queries find something: the comparison is not vacuous
 
 
+async def test_a_shorter_head_keeps_every_match_that_ties(owner_engine, demo):
+    # A one-word query: every match has the same weight, so only proximity orders them. The
+    # head of 2 x 40 must not cut that tie by id; it ranks as 0009's head of 4 x 40 does.
+    async with owner_engine.connect() as conn:
+        await conn.exec_driver_sql(_ranks_of_0009("ranks_0009_whole", _HEAD_0009))
+        await set_tenant(conn, demo)
+        args = {"t": demo, "q": "renewal", "n": 40}
+        matches = (await conn.execute(text(
+            "SELECT count(*) FROM knowledge_chunks WHERE tenant_id = :t"
+            " AND search_vector @@ to_tsquery('english', :q)"), args)).scalar_one()
+        assert 2 * 40 < matches <= 4 * 40  # the case: more ties than the shorter head holds
+        whole = (await conn.execute(text(
+            "SELECT id FROM pg_temp.ranks_0009_whole(:t, :q, NULL, true, :n)"), args)).scalars()
+        lean = (await conn.execute(text(
+            "SELECT id FROM knowledge_text_ranks(:t, :q, NULL, true, :n)"), args)).scalars()
+        assert list(lean) == list(whole)
+        await conn.rollback()
+
+
 async def test_exclusions_never_bring_in_chunks_that_share_no_word(app_engine, demo):
     async with app_engine.connect() as conn:
         await set_tenant(conn, demo)
@@ -234,12 +263,13 @@ async def test_the_one_statement_hybrid_search_ranks_as_the_legs_fused_in_python
                                             " ORDER BY external_key LIMIT 1"))).scalar_one()
         cases = [(query, scope, k) for query in QUERIES
                  for scope in (None, customer, ALL_CUSTOMERS) for k in (1, 5, 20)]
-        fused = [await search_knowledge(await driver_of(conn), embedder, tenant_id=demo, query=query, k=k,
+        db = await driver_of(conn)
+        fused = [await search_knowledge(db, embedder, tenant_id=demo, query=query, k=k,
                                         customer=scope, exact_scan_limit=exact_scan_limit)
                  for query, scope, k in cases]
         with monkeypatch.context() as patch:
             patch.setattr(search, "_hybrid", _legs_one_by_one)
-            legs = [await search_knowledge(await driver_of(conn), embedder, tenant_id=demo, query=query, k=k,
+            legs = [await search_knowledge(db, embedder, tenant_id=demo, query=query, k=k,
                                            customer=scope, exact_scan_limit=exact_scan_limit)
                     for query, scope, k in cases]
     assert fused == legs

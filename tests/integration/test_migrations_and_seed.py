@@ -38,16 +38,18 @@ async def test_upgrade_downgrade_upgrade_round_trip(scratch_url: str) -> None:
     assert policies >= 18
 
 
-async def _build_options(url: str, model: str) -> list[str]:
-    """Ensure `model`'s HNSW index (as ingestion does) and read the options it was built with."""
+async def _built_index(url: str, model: str) -> tuple[list[str], int]:
+    """Ensure `model`'s HNSW index (as ingestion does): the options it was built with, and its
+    storage file (which a rebuild replaces)."""
     engine = create_engine(url, pool_size=1)
     async with engine.begin() as conn:
         name = (await conn.execute(text("SELECT ensure_embedding_index(:m, 8)"),
                                    {"m": model})).scalar_one()
-        options = (await conn.execute(text("SELECT reloptions FROM pg_class WHERE relname = :n"),
-                                      {"n": name})).scalar_one()
+        options, storage = (await conn.execute(text(
+            "SELECT reloptions, pg_relation_filenode(oid) FROM pg_class WHERE relname = :n"),
+            {"n": name})).one()
     await engine.dispose()
-    return list(options or [])
+    return list(options or []), storage
 
 
 async def test_embedding_indexes_are_built_and_rebuilt_with_the_better_graph(embedded_pg):
@@ -55,10 +57,13 @@ async def test_embedding_indexes_are_built_and_rebuilt_with_the_better_graph(emb
     embedded_pg.create_database("chatbranch_index_options")
     url = embedded_pg.url(database="chatbranch_index_options")
     await _run(lambda owner_url: upgrade(owner_url, "0011_knowledge_chunk_words"), url)
-    assert await _build_options(url, "older-model") == []
+    options, storage = await _built_index(url, "older-model")
+    assert options == []
     await _run(upgrade, url)
-    assert await _build_options(url, "older-model") == ["ef_construction=128"]
-    assert await _build_options(url, "newer-model") == ["ef_construction=128"]
+    options, rebuilt = await _built_index(url, "older-model")
+    assert options == ["ef_construction=128"]
+    assert rebuilt != storage  # built again, not only relabelled
+    assert (await _built_index(url, "newer-model"))[0] == ["ef_construction=128"]
 
 
 async def _run(fn, url: str) -> None:
