@@ -86,10 +86,14 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     return problem(status, title, detail, instance=request.url.path, headers=exc.headers)
 
 
-# The database is away (restarting, shutting down, its socket gone), not the request at fault.
-_UNAVAILABLE = (asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError,
-                asyncpg.AdminShutdownError, sqlalchemy.exc.TimeoutError, ConnectionError,
-                FileNotFoundError, TimeoutError)
+# The database is away (restarting, shutting down, its socket gone), or ended the session (a
+# crashed backend's restart, an idle timeout): not the request at fault. Not all of SQLSTATE
+# class 57: a statement timeout (57014) is the request's own.
+_UNAVAILABLE = (asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError,
+                asyncpg.AdminShutdownError, asyncpg.exceptions.CrashShutdownError,
+                asyncpg.exceptions.IdleSessionTimeoutError,
+                asyncpg.exceptions.IdleInTransactionSessionTimeoutError,
+                sqlalchemy.exc.TimeoutError, ConnectionError, FileNotFoundError, TimeoutError)
 
 
 def database_unavailable(exc: BaseException) -> bool:
