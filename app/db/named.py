@@ -12,25 +12,34 @@ from typing import Any
 
 from app.db.driver import Db, Row
 
-# A quoted literal or identifier (left as it is), or `:name` — but not the second half of a
-# `::type` cast nor a colon inside a word. Dollar-quoted strings are not recognised.
-_TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|(?<![:\w]):([A-Za-z_]\w*)")
+# Left as they are: string literals (E'' ones with backslash escapes too), quoted identifiers,
+# comments and dollar-quoted strings. Numbered: `:name`, but not the second half of a `::type`
+# cast, a colon inside a word, nor the colon of an array slice (`a[:n]`, which a parameter there
+# would silently turn into a subscript).
+_TOKEN = re.compile(
+    r"[Ee]'(?:[^'\\]|\\.|'')*'"
+    r"|'(?:[^']|'')*'"
+    r'|"(?:[^"]|"")*"'
+    r"|--[^\n]*"
+    r"|/\*.*?\*/"
+    r"|\$(?P<tag>(?:[A-Za-z_]\w*)?)\$.*?\$(?P=tag)\$"
+    r"|(?<![:\w\[]):(?P<name>[A-Za-z_]\w*)",
+    re.DOTALL,
+)
 
 
 @functools.lru_cache(maxsize=512)
 def numbered(sql: str) -> tuple[str, tuple[str, ...]]:
     """`sql` with each distinct `:name` replaced by `$n`, and the names in their order."""
-    names: list[str] = []
+    numbers: dict[str, int] = {}
 
     def number(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name is None:  # inside quotes
+        name = match.group("name")
+        if name is None:  # quoted or commented
             return match.group(0)
-        if name not in names:
-            names.append(name)
-        return f"${names.index(name) + 1}"
+        return f"${numbers.setdefault(name, len(numbers) + 1)}"
 
-    return _TOKEN.sub(number, sql), tuple(names)
+    return _TOKEN.sub(number, sql), tuple(numbers)
 
 
 async def named_rows(db: Db, sql: str, params: dict[str, Any]) -> list[Row]:
