@@ -27,7 +27,7 @@ class ToolContext:
     user_id: uuid.UUID | None
     thread_id: uuid.UUID | None = None
     customer_id: uuid.UUID | None = None
-    services: Any = None  # app.state: sessionmaker, settings, embedder, ...
+    services: Any = None  # app.state: engine, sessionmaker, settings, embedder, ...
     tool_call_id: uuid.UUID | None = None  # the recorded workflow_llm_tool_calls row
 
 

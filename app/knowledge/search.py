@@ -75,6 +75,8 @@ async def search_knowledge(
     """
     if not 1 <= k <= MAX_K:
         raise ValueError(f"k must be between 1 and {MAX_K}")
+    if not db.is_in_transaction():  # the scan settings and the tenant are transaction-local
+        raise RuntimeError("search_knowledge runs inside a tenant-scoped transaction")
     query = query.strip()
     scope_sql, params = _scope(tenant_id, customer)
     depth = min(200, max(4 * k, 40))
@@ -178,7 +180,7 @@ async def _prepare_vector_scan(
     sizes_sql, params = _scope(tenant_id, customer, alias="s")
     # With graphs built at ef_construction 128 (migration 0012), ef_search 60 gave recall@10 of
     # 1.000 over three builds of the benchmark's 100,000 chunks (at 40: 0.98). A deeper leg
-    # gets 1.5 x its depth, as relaxed_order may return neighbours slightly out of order.
+    # gets 1.5 x its depth: a candidate list no longer than the leg would cost recall.
     [found] = await named_rows(
         db,
         "SELECT coalesce(sum(s.chunks), 0) AS n,"

@@ -154,16 +154,18 @@ async def test_no_result_ever_comes_from_another_tenant(app_engine, owner_engine
     embedder = default_embedder()
     async with app_engine.connect() as conn:
         await set_tenant(conn, other)
-        control = await search_knowledge(await driver_of(conn), embedder, tenant_id=other, query=OTHER_FACTS[0],
-                                         k=3, customer=ALL_CUSTOMERS, mode=mode)
+        control = await search_knowledge(await driver_of(conn), embedder, tenant_id=other,
+                                         query=OTHER_FACTS[0], k=3, customer=ALL_CUSTOMERS,
+                                         mode=mode)
         await conn.rollback()
         await set_tenant(conn, demo)
+        db = await driver_of(conn)
         seen = []
         for fact in OTHER_FACTS:
-            seen += await search_knowledge(await driver_of(conn), embedder, tenant_id=demo, query=fact, k=20,
+            seen += await search_knowledge(db, embedder, tenant_id=demo, query=fact, k=20,
                                            customer=ALL_CUSTOMERS, mode=mode)
         # RLS holds even when the code names the other tenant: its rows are not visible.
-        smuggled = await search_knowledge(await driver_of(conn), embedder, tenant_id=other, query=OTHER_FACTS[0],
+        smuggled = await search_knowledge(db, embedder, tenant_id=other, query=OTHER_FACTS[0],
                                           k=20, customer=ALL_CUSTOMERS, mode=mode)
     # The control proves the query can find the fact at all (the full-text legs find the code).
     assert control
@@ -187,14 +189,23 @@ async def test_search_returns_k_results_whenever_k_exist(owner_engine):
                               source="test://delta.md")
 
         async def count(query: str, k: int, **kw: Any) -> int:
-            return len(await search_knowledge(await driver_of(conn), lexical, tenant_id=tenant, query=query, k=k,
-                                              customer=ALL_CUSTOMERS, **kw))
+            return len(await search_knowledge(await driver_of(conn), lexical, tenant_id=tenant,
+                                              query=query, k=k, customer=ALL_CUSTOMERS, **kw))
 
         assert await count("alpha clause", 2) == 2
         assert await count("alpha clause", 10) == 4  # delta only through full text or the fill
         assert await count("zzzz qqqq", 3) == 3  # nothing matches: still the k that exist
         assert await count("alpha clause", 3, exact_scan_limit=0) == 3  # the HNSW path
         assert await count("alpha clause", 3, mode="vector", exact_scan_limit=0) == 3
+
+
+async def test_a_search_outside_a_transaction_is_refused(app_engine, demo):
+    # Its scan settings and the tenant are transaction-local: outside one, the text leg would
+    # silently find nothing and the vector leg lose its recall.
+    async with app_engine.connect() as conn:
+        raw = (await conn.get_raw_connection()).driver_connection
+        with pytest.raises(RuntimeError, match="tenant-scoped transaction"):
+            await search_knowledge(raw, lexical, tenant_id=demo, query="renewal discount", k=3)
 
 
 async def test_hnsw_and_exact_vector_search_agree(owner_engine, demo):
