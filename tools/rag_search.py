@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 import msgspec
@@ -9,8 +10,12 @@ from msgspec import Meta
 
 from app.db.driver import tenant_driver
 from app.knowledge.embedders import embedder_for
-from app.knowledge.search import MAX_K, SearchHit, search_knowledge
+from app.knowledge.metering import metered_search, price_book
+from app.knowledge.search import MAX_K, SearchHit
+from app.llm.errors import ProviderError
 from tools.base import Tool, ToolContext, ToolError, ToolResult
+
+log = logging.getLogger("chatbranch.knowledge")
 
 
 class RagSearchInput(msgspec.Struct, forbid_unknown_fields=True):
@@ -49,16 +54,25 @@ async def rag_search(context: ToolContext, data: RagSearchInput) -> ToolResult:
         raise ToolError("query must not be blank")
     embedder = embedder_for(services)
     # A customer's thread sees the tenant's general documents and that customer's only;
-    # a thread without a customer sees the general documents.
-    async with tenant_driver(engine, context.tenant_id, context.user_id) as db:
-        hits = await search_knowledge(
-            db,
-            embedder,
-            tenant_id=context.tenant_id,
-            query=data.query,
-            k=data.k,
-            customer=context.customer_id,
-        )
+    # a thread without a customer sees the general documents. A paid query embedding is the
+    # tenant's spend, on the ledger without the thread (whose totals count its replies only).
+    try:
+        async with tenant_driver(engine, context.tenant_id, context.user_id) as db:
+            hits = await metered_search(
+                db,
+                embedder,
+                tenant_id=context.tenant_id,
+                user_id=context.user_id,
+                query=data.query,
+                k=data.k,
+                customer=context.customer_id,
+                prices=price_book(services),
+            )
+    except ProviderError as exc:
+        # A failed tool call the model can answer around, not a failed reply; the provider's
+        # own words (which may echo a key's tail) stay in the log.
+        log.warning("rag_search: the embedding call failed: %s", exc)
+        raise ToolError("the knowledge base cannot search right now (embedding failed)") from exc
     # The model gets each passage whole (chunks are at most ~200 tokens); citations keep
     # the snippet only.
     results = [{**citation(hit), "content": hit.content} for hit in hits]

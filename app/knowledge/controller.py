@@ -15,6 +15,7 @@ from app.deps import CurrentUser, DbSession
 from app.errors import BadRequest, Unprocessable
 from app.knowledge import repository
 from app.knowledge.embedders import embedder_for
+from app.knowledge.metering import metered_search, price_book
 from app.knowledge.schemas import (
     CreateDocument,
     DocumentEnvelope,
@@ -22,7 +23,7 @@ from app.knowledge.schemas import (
     SearchResult,
     SearchResults,
 )
-from app.knowledge.search import ALL_CUSTOMERS, MAX_K, CustomerScope, search_knowledge
+from app.knowledge.search import ALL_CUSTOMERS, MAX_K, CustomerScope
 from app.knowledge.service import ingest_document
 
 
@@ -58,6 +59,8 @@ class KnowledgeController(Controller):
             content=data.content,
             source=data.source,
             metadata={"ingestedBy": str(principal.user_id)},
+            user_id=principal.user_id,
+            prices=price_book(request.app.state),
         )
         body = DocumentEnvelope(
             document=DocumentOut(
@@ -85,8 +88,10 @@ class KnowledgeController(Controller):
             raise BadRequest("q must contain something to search for")
         scope: CustomerScope = ALL_CUSTOMERS if customer_id is None else customer_id
         embedder = embedder_for(request.app.state)
-        hits = await search_knowledge(await driver_of(db_session), embedder,
-                                      tenant_id=principal.tenant_id, query=q, k=k, customer=scope)
+        hits = await metered_search(await driver_of(db_session), embedder,
+                                    tenant_id=principal.tenant_id, user_id=principal.user_id,
+                                    query=q, k=k, customer=scope,
+                                    prices=price_book(request.app.state))
         return SearchResults(
             results=[
                 SearchResult(

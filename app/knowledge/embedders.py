@@ -15,15 +15,19 @@ import math
 import os
 import re
 import threading
+import time
 from collections import Counter
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import openai
 
+from app.llm.base import UsageSource
 from app.llm.errors import ProviderTimeout, ProviderUnavailable
 from app.llm.openai_provider import translate_openai_error
+from app.llm.tokens import count_text
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("chatbranch.knowledge")
@@ -59,6 +63,35 @@ class Embedder(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class EmbeddingUsage:
+    """What one paid `embed` call used: its tokens (summed over its batches) and latency."""
+
+    provider: str
+    model: str
+    input_tokens: int
+    latency_ms: int
+    source: UsageSource = "provider"
+
+
+@runtime_checkable
+class MeteredEmbedder(Embedder, Protocol):
+    """An embedder whose calls are paid for, and which says how much each one used."""
+
+    async def embed_with_usage(self, texts: list[str]) -> tuple[list[list[float]], EmbeddingUsage]:
+        """One vector per text, in order, and the usage of the call that made them."""
+        ...
+
+
+async def embed_with_usage(
+    embedder: Embedder, texts: list[str]
+) -> tuple[list[list[float]], EmbeddingUsage | None]:
+    """Vectors, with the call's usage when the embedder is a paid one (None for local work)."""
+    if isinstance(embedder, MeteredEmbedder):
+        return await embedder.embed_with_usage(texts)
+    return await embedder.embed(texts), None
+
+
 class OpenAIEmbedder:
     """`text-embedding-3-small` through the official SDK (any compatible server via base URL)."""
 
@@ -91,11 +124,28 @@ class OpenAIEmbedder:
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         """Embed in batches; SDK errors become the app's ProviderError."""
+        vectors, _ = await self.embed_with_usage(texts)
+        return vectors
+
+    async def embed_with_usage(self, texts: list[str]) -> tuple[list[list[float]], EmbeddingUsage]:
+        """`embed`, and the tokens the API reported (summed over batches) and the latency.
+
+        The usage is returned, never kept on the embedder: one instance serves concurrent calls.
+        """
         vectors: list[list[float]] = []
+        tokens, estimated = 0, False
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self._total_timeout):
                 for start in range(0, len(texts), self.batch_size):
-                    vectors += await self._embed_batch(texts[start : start + self.batch_size])
+                    batch = texts[start : start + self.batch_size]
+                    batch_vectors, reported = await self._embed_batch(batch)
+                    vectors += batch_vectors
+                    if reported is None:
+                        # A compatible server that reports no usage: counted here, and said so.
+                        estimated = True
+                        reported = sum(count_text(text) for text in batch)
+                    tokens += reported
         except TimeoutError as exc:
             raise ProviderTimeout(
                 f"openai: embedding {len(texts)} texts took over {self._total_timeout:g}s",
@@ -103,9 +153,16 @@ class OpenAIEmbedder:
             ) from exc
         except openai.APIError as exc:
             raise translate_openai_error(exc) from exc
-        return vectors
+        usage = EmbeddingUsage(
+            provider=self.name,
+            model=self.model,
+            input_tokens=tokens,
+            latency_ms=int((time.perf_counter() - started) * 1000),
+            source="estimated" if estimated else "provider",
+        )
+        return vectors, usage
 
-    async def _embed_batch(self, batch: list[str]) -> list[list[float]]:
+    async def _embed_batch(self, batch: list[str]) -> tuple[list[list[float]], int | None]:
         extra: dict[str, Any] = {} if self.dims == OPENAI_DIMS else {"dimensions": self.dims}
         response = await self._client.embeddings.create(
             model=self.model, input=batch, encoding_format="float", **extra
@@ -118,7 +175,8 @@ class OpenAIEmbedder:
         vectors = [list(item.embedding) for item in ordered]
         if any(len(v) != self.dims for v in vectors):
             raise ProviderUnavailable(f"openai: {self.model} did not return {self.dims} dimensions")
-        return vectors
+        prompt_tokens = getattr(getattr(response, "usage", None), "prompt_tokens", None)
+        return vectors, prompt_tokens if isinstance(prompt_tokens, int) else None
 
     async def warm(self) -> None:
         """Nothing to load: the first call opens the connection."""

@@ -9,11 +9,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from app.db.driver import driver_of
 from app.errors import Unprocessable
 from app.knowledge import repository
 from app.knowledge.chunking import Chunk, chunk_text
 from app.knowledge.embedders import Embedder
+from app.knowledge.metering import EmbeddingMeter
 from app.knowledge.repository import Executor, StoredChunk
+from app.usage.pricing import PriceBook
 
 log = logging.getLogger("chatbranch.knowledge")
 
@@ -51,6 +54,8 @@ async def ingest_document(
     source: str,
     customer_id: uuid.UUID | None = None,
     metadata: dict[str, Any] | None = None,
+    user_id: uuid.UUID | None = None,
+    prices: PriceBook | None = None,
 ) -> IngestResult:
     """Store a document with its embedded chunks in the caller's transaction.
 
@@ -58,7 +63,29 @@ async def ingest_document(
     again writes nothing, unless its chunks were never built, were built by another chunker
     version (rebuilt) or embedded by another model (re-embedded with the current one).
     Everything is embedded before anything is written, so a failing embedder writes nothing.
+    Each paid embedding call gets a ledger row (tenant, `user_id`, customer) in the same
+    transaction.
     """
+    meter = EmbeddingMeter(embedder)
+    result = await _ingest(db, meter, tenant_id=tenant_id, title=title, content=content,
+                           source=source, customer_id=customer_id, metadata=metadata)
+    if meter.calls:
+        await meter.record(await driver_of(db), tenant_id=tenant_id, user_id=user_id,
+                           customer_id=customer_id, prices=prices)
+    return result
+
+
+async def _ingest(
+    db: Executor,
+    embedder: Embedder,
+    *,
+    tenant_id: uuid.UUID,
+    title: str,
+    content: str,
+    source: str,
+    customer_id: uuid.UUID | None,
+    metadata: dict[str, Any] | None,
+) -> IngestResult:
     content = content.strip()
     title, source = title.strip(), source.strip()
     _validate(title, content, source)
