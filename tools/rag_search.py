@@ -8,9 +8,8 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from app.db.driver import tenant_driver
 from app.knowledge.embedders import embedder_for
-from app.knowledge.metering import metered_search, price_book
+from app.knowledge.metering import price_book, search_in_tenant
 from app.knowledge.search import MAX_K, SearchHit
 from app.llm.errors import ProviderError
 from tools.base import Tool, ToolContext, ToolError, ToolResult
@@ -57,17 +56,16 @@ async def rag_search(context: ToolContext, data: RagSearchInput) -> ToolResult:
     # a thread without a customer sees the general documents. A paid query embedding is the
     # tenant's spend, on the ledger without the thread (whose totals count its replies only).
     try:
-        async with tenant_driver(engine, context.tenant_id, context.user_id) as db:
-            hits = await metered_search(
-                db,
-                embedder,
-                tenant_id=context.tenant_id,
-                user_id=context.user_id,
-                query=data.query,
-                k=data.k,
-                customer=context.customer_id,
-                prices=price_book(services),
-            )
+        hits = await search_in_tenant(
+            engine,
+            embedder,
+            tenant_id=context.tenant_id,
+            user_id=context.user_id,
+            query=data.query,
+            k=data.k,
+            customer=context.customer_id,
+            prices=price_book(services),
+        )
     except ProviderError as exc:
         # A failed tool call the model can answer around, not a failed reply; the provider's
         # own words (which may echo a key's tail) stay in the log.

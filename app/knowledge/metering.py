@@ -10,9 +10,18 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from app.db.driver import Db
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db.driver import Db, tenant_driver
 from app.knowledge.embedders import Embedder, EmbeddingUsage, embed_with_usage
-from app.knowledge.search import CustomerScope, SearchHit, search_knowledge
+from app.knowledge.search import (
+    EMBED_IN_SEARCH,
+    CustomerScope,
+    Embedding,
+    SearchHit,
+    embed_query,
+    search_knowledge,
+)
 from app.llm.base import Usage
 from app.usage.ledger import CallAttribution, LedgerEntry, Recorded, record_call
 from app.usage.pricing import PriceBook, default_price_book
@@ -86,13 +95,37 @@ async def metered_search(
     k: int,
     customer: CustomerScope,
     prices: PriceBook | None = None,
+    meter: EmbeddingMeter | None = None,
+    query_vector: list[float] | Embedding | None = EMBED_IN_SEARCH,
 ) -> list[SearchHit]:
-    """`search_knowledge`, with its query's embedding call on the ledger in `db`'s transaction."""
-    meter = EmbeddingMeter(embedder)
+    """`search_knowledge`, with its query's embedding call on the ledger in `db`'s transaction
+    (`meter`'s calls, when the caller embedded the query through it beforehand)."""
+    meter = meter or EmbeddingMeter(embedder)
     hits = await search_knowledge(db, meter, tenant_id=tenant_id, query=query, k=k,
-                                  customer=customer)
+                                  customer=customer, query_vector=query_vector)
     # Written last: the ledger row takes the tenant's chain lock until the transaction ends.
     await meter.record(db, tenant_id=tenant_id, user_id=user_id,
                        customer_id=customer if isinstance(customer, uuid.UUID) else None,
                        prices=prices)
     return hits
+
+
+async def search_in_tenant(
+    engine: AsyncEngine,
+    embedder: Embedder,
+    *,
+    tenant_id: uuid.UUID,
+    user_id: uuid.UUID | None,
+    query: str,
+    k: int,
+    customer: CustomerScope,
+    prices: PriceBook | None = None,
+) -> list[SearchHit]:
+    """`metered_search` in a tenant transaction of its own, the query embedded first: a paid
+    embedding is a network call, which should not hold one of the pool's connections."""
+    meter = EmbeddingMeter(embedder)
+    vector = await embed_query(meter, query)
+    async with tenant_driver(engine, tenant_id, user_id) as db:
+        return await metered_search(db, embedder, tenant_id=tenant_id, user_id=user_id,
+                                    query=query, k=k, customer=customer, prices=prices,
+                                    meter=meter, query_vector=vector)

@@ -40,6 +40,15 @@ ALL_CUSTOMERS = AllCustomers.ALL
 CustomerScope = uuid.UUID | None | AllCustomers
 
 
+class Embedding(enum.Enum):
+    """Marker: the search embeds its query itself (the caller passed no vector)."""
+
+    TO_DO = "to do"
+
+
+EMBED_IN_SEARCH = Embedding.TO_DO
+
+
 @dataclass(frozen=True)
 class SearchHit:
     """One retrieved chunk with its document, in rank order."""
@@ -65,13 +74,15 @@ async def search_knowledge(
     customer: CustomerScope = None,
     mode: Mode = "hybrid",
     exact_scan_limit: int = EXACT_SCAN_LIMIT,
+    query_vector: list[float] | Embedding | None = EMBED_IN_SEARCH,
 ) -> list[SearchHit]:
     """The `k` best chunks for `query`; k of them whenever k chunks exist in scope (hybrid).
 
     `customer`: None searches the tenant's general documents only, a customer id adds that
     customer's documents, ALL_CUSTOMERS every document of the tenant.
     Scores: hybrid is the RRF sum (higher is better), vector the cosine similarity, text the
-    full-text rank.
+    full-text rank. `query_vector`: `embed_query`'s answer for `query`, when the caller embedded
+    it before taking a connection (an embedding may be a network call).
     """
     if not 1 <= k <= MAX_K:
         raise ValueError(f"k must be between 1 and {MAX_K}")
@@ -80,7 +91,8 @@ async def search_knowledge(
     query = query.strip()
     scope_sql, params = _scope(tenant_id, customer)
     depth = min(200, max(4 * k, 40))
-    vector = await _query_vector(embedder, query) if mode != "text" and query else None
+    vector = (await embed_query(embedder, query) if query_vector is EMBED_IN_SEARCH
+              else query_vector) if mode != "text" and query else None
     if mode == "hybrid" and query:
         hits = await _hybrid(db, embedder, vector, query, tenant_id, customer, k, depth,
                              exact_scan_limit)
@@ -109,9 +121,9 @@ async def search_knowledge(
     return await _hits(db, query, tenant_id, ranked, vector_pos, text_pos)
 
 
-async def _query_vector(embedder: Embedder, query: str) -> list[float] | None:
+async def embed_query(embedder: Embedder, query: str) -> list[float] | None:
     """The query's embedding; None when it has no direction to compare (no known words)."""
-    [vector] = await embedder.embed([query])
+    [vector] = await embedder.embed([query.strip()])
     if not any(vector) or any(math.isnan(v) for v in vector):
         return None
     return vector

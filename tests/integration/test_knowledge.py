@@ -260,6 +260,32 @@ async def run_tool(tools, users, customer_id: uuid.UUID | None, arguments: dict[
     return await registry.execute("rag_search", arguments, context)
 
 
+class PoolWatchingEmbedder(LexicalEmbedder):
+    """Lexical vectors, noting how many of the pool's connections were out at each call."""
+
+    def __init__(self, engine) -> None:
+        self.pool = engine.sync_engine.pool
+        self.checked_out: list[int] = []
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        self.checked_out.append(self.pool.checkedout())
+        return await super().embed(texts)
+
+
+async def test_rag_search_embeds_its_query_before_taking_a_connection(app_engine, settings,
+                                                                      users):
+    # A paid embedding is a network call of 100 ms or more: a pooled connection held through
+    # it is one fewer for every other request.
+    watcher = PoolWatchingEmbedder(app_engine)
+    registry = ToolRegistry()
+    registry.register(rag_search.TOOL)
+    services = SimpleNamespace(engine=app_engine, settings=settings, embedder=watcher)
+    before = app_engine.sync_engine.pool.checkedout()
+    outcome = await run_tool((registry, services), users, None, {"query": "renewal discount"})
+    assert outcome.success, outcome.error
+    assert watcher.checked_out == [before]
+
+
 async def test_customer_documents_reach_only_that_customers_threads(tools, users, customers):
     question = {"query": "How long does Acme take to issue a purchase order?", "k": 20}
     acme = await run_tool(tools, users, customers["acme"], question)
