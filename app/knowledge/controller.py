@@ -10,12 +10,11 @@ from litestar.params import JSONBody, QueryParameter
 from litestar.response import Response
 
 from app.auth.guards import admin_only
-from app.db.driver import driver_of
 from app.deps import CurrentUser, DbSession
 from app.errors import BadRequest, Unprocessable
 from app.knowledge import repository
 from app.knowledge.embedders import embedder_for
-from app.knowledge.metering import metered_search, price_book
+from app.knowledge.metering import price_book, search_in_tenant
 from app.knowledge.schemas import (
     CreateDocument,
     DocumentEnvelope,
@@ -76,22 +75,24 @@ class KnowledgeController(Controller):
     async def search(
         self,
         request: Request[Any, Any, Any],
-        db_session: DbSession,
         principal: CurrentUser,
         q: Annotated[str, QueryParameter(min_length=1, max_length=1000)],
         k: Annotated[int, QueryParameter(ge=1, le=MAX_K)] = 5,
         customer_id: Annotated[uuid.UUID | None, QueryParameter(name="customerId")] = None,
     ) -> SearchResults:
         """Hybrid search; without customerId every document of the tenant is in scope,
-        with it the tenant's general documents and that customer's (as in its threads)."""
+        with it the tenant's general documents and that customer's (as in its threads).
+
+        No request session: the query is embedded before a connection is taken (it may be a
+        paid network call), then searched in a tenant transaction of its own."""
         if not q.strip():
             raise BadRequest("q must contain something to search for")
         scope: CustomerScope = ALL_CUSTOMERS if customer_id is None else customer_id
         embedder = embedder_for(request.app.state)
-        hits = await metered_search(await driver_of(db_session), embedder,
-                                    tenant_id=principal.tenant_id, user_id=principal.user_id,
-                                    query=q, k=k, customer=scope,
-                                    prices=price_book(request.app.state))
+        hits = await search_in_tenant(request.app.state.engine, embedder,
+                                      tenant_id=principal.tenant_id, user_id=principal.user_id,
+                                      query=q, k=k, customer=scope,
+                                      prices=price_book(request.app.state))
         return SearchResults(
             results=[
                 SearchResult(

@@ -286,6 +286,18 @@ async def test_rag_search_embeds_its_query_before_taking_a_connection(app_engine
     assert watcher.checked_out == [before]
 
 
+async def test_the_search_api_embeds_its_query_before_taking_a_connection(api, auth,
+                                                                          monkeypatch):
+    state = api.app.state
+    watcher = PoolWatchingEmbedder(state.engine)
+    monkeypatch.setattr(state, "embedder", watcher)
+    before = state.engine.sync_engine.pool.checkedout()
+    response = await api.get("/api/knowledge/search", params={"q": "renewal discount"},
+                             headers=auth("csm@demo.example"))
+    assert response.status_code == 200, response.text
+    assert watcher.checked_out == [before]
+
+
 async def test_customer_documents_reach_only_that_customers_threads(tools, users, customers):
     question = {"query": "How long does Acme take to issue a purchase order?", "k": 20}
     acme = await run_tool(tools, users, customers["acme"], question)
