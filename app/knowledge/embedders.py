@@ -74,21 +74,18 @@ class EmbeddingUsage:
     source: UsageSource = "provider"
 
 
-@runtime_checkable
-class MeteredEmbedder(Embedder, Protocol):
-    """An embedder whose calls are paid for, and which says how much each one used."""
-
-    async def embed_with_usage(self, texts: list[str]) -> tuple[list[list[float]], EmbeddingUsage]:
-        """One vector per text, in order, and the usage of the call that made them."""
-        ...
-
-
 async def embed_with_usage(
     embedder: Embedder, texts: list[str]
 ) -> tuple[list[list[float]], EmbeddingUsage | None]:
-    """Vectors, with the call's usage when the embedder is a paid one (None for local work)."""
-    if isinstance(embedder, MeteredEmbedder):
-        return await embedder.embed_with_usage(texts)
+    """Vectors, with the call's usage when the embedder is a paid one (None for local work).
+
+    A paid embedder has `embed_with_usage` (OpenAIEmbedder); looked up by name, not by an
+    isinstance check on a runtime protocol, which walks the protocol's members on every search.
+    """
+    metered = getattr(embedder, "embed_with_usage", None)
+    if metered is not None:
+        vectors, usage = await metered(texts)
+        return vectors, usage
     return await embedder.embed(texts), None
 
 
