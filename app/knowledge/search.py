@@ -91,8 +91,10 @@ async def search_knowledge(
     query = query.strip()
     scope_sql, params = _scope(tenant_id, customer)
     depth = min(200, max(4 * k, 40))
-    vector = (await embed_query(embedder, query) if query_vector is EMBED_IN_SEARCH
-              else query_vector) if mode != "text" and query else None
+    vector = None
+    if mode != "text" and query:
+        vector = (await embed_query(embedder, query) if query_vector is EMBED_IN_SEARCH
+                  else query_vector)
     if mode == "hybrid" and query:
         hits = await _hybrid(db, embedder, vector, query, tenant_id, customer, k, depth,
                              exact_scan_limit)
