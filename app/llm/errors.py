@@ -92,4 +92,11 @@ def transport_error_types() -> tuple[tuple[type[Exception], ...], tuple[type[Exc
         timeouts.append(module.TimeoutException)
         transport.append(module.TransportError)
         transport.append(module.StreamError)
+    try:  # the aiohttp transport maps its errors to httpx's; these are the ones it may miss
+        import aiohttp
+    except ImportError:
+        pass
+    else:
+        timeouts.append(aiohttp.ServerTimeoutError)
+        transport.append(aiohttp.ClientError)
     return tuple(timeouts), tuple(transport)

