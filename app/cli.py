@@ -269,7 +269,7 @@ def run(
     if settings.database_url:
         os.environ.setdefault("DATABASE_URL", settings.database_url)
     uvicorn.run(
-        "app.main:create_app",
+        "app.main:serve_app",
         factory=True,
         host=host,
         port=port,

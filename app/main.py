@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -41,8 +42,24 @@ log = logging.getLogger("chatbranch")
 PUBLIC_PATHS = ["^/health", "^/metrics", "^/schema", *PUBLIC_WEB_PATHS]
 
 
+def serve_app() -> Litestar:
+    """The server's factory (`chatbranch run`): the service, its startup heap frozen."""
+    return create_app(freeze_heap=True)
+
+
+def freeze_startup_heap() -> None:
+    """Move what startup built (modules, models, pools) out of the cyclic collector's reach.
+
+    Otherwise the first full collection under traffic walks all of it: a 200 ms stall measured
+    in a fresh worker's first seconds of streaming. Objects are still freed by reference count.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(
-    settings: Settings | None = None, *, database: DatabaseUrls | None = None
+    settings: Settings | None = None, *, database: DatabaseUrls | None = None,
+    freeze_heap: bool = False,
 ) -> Litestar:
     """Build the service. Tests pass their own settings and an already-running database."""
     settings = settings or get_settings()
@@ -69,6 +86,8 @@ def create_app(
         await asyncio.to_thread(warm_up)  # vl-convert's first conversion takes ~0.5 s
         await app.state.embedder.warm()  # load the embedding model before the first search
         await app.state.run_manager.start()
+        if freeze_heap:
+            freeze_startup_heap()
         try:
             yield
         finally:

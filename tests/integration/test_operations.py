@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from litestar.testing import AsyncTestClient
 
 from app.main import create_app
@@ -17,6 +19,19 @@ async def test_database_url_mode_uses_that_server_as_the_runtime_role(settings, 
         assert health.status_code == 200 and health.json()["database"]["embedded"] is False
         customers = await client.get("/api/customers", headers=auth())
         assert customers.status_code == 200 and customers.json()["customers"]
+
+
+async def test_a_served_worker_takes_its_startup_heap_out_of_the_collectors_reach(
+        settings, database, auth):
+    """`chatbranch run` serves `serve_app`, which freezes the heap once startup is done."""
+    before = gc.get_freeze_count()
+    app = create_app(settings, database=database, freeze_heap=True)
+    try:
+        async with AsyncTestClient(app=app) as client:
+            assert gc.get_freeze_count() > before
+            assert (await client.get("/api/customers", headers=auth())).status_code == 200
+    finally:
+        gc.unfreeze()
 
 
 async def test_cors_allows_only_the_configured_frontend_origin(settings, database, auth):
