@@ -24,7 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.chat import stream
-from app.db.driver import tenant_driver
+from app.db.driver import statement_driver
 from app.db.tenancy import set_tenant
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,8 @@ _STORED_PARTS = text("SELECT seq, part::text FROM run_events WHERE run_id = :r"
 LAST_SEQ = 2**31 - 1  # no upper bound (seq is an int column)
 
 
-# Parts ($1 runs, $2 seqs, $3 JSON texts) stored once each: the leading CTE of a flush and of
-# a reply's ending.
+# Parts ($1 runs, $2 seqs, $3 JSON texts) stored once each: the leading CTE of a reply's
+# ending (a flush stores them the same way, in `flush_run_events`).
 _ADD_PARTS = """
 WITH added AS (
   INSERT INTO run_events (run_id, seq, tenant_id, part)
@@ -60,16 +60,10 @@ ENDING_CTES = _ADD_PARTS + """, woken AS (
   WHERE id = $4 AND (SELECT count(*) FROM woken) >= 0 RETURNING 1
 )
 """
-# The flusher's one statement: insert new parts (idempotent), wake readers on other workers,
-# record the runs' heartbeat and last stored part, and say which runs were asked to stop.
-_FLUSH = _ADD_PARTS + """, woken AS (
-  SELECT pg_notify('chatbranch_runs', d.run_id::text) FROM (SELECT DISTINCT run_id FROM added) d
-)
-UPDATE thread_runs t SET heartbeat_at = now(), last_event_seq = GREATEST(t.last_event_seq, x.last)
-FROM unnest($4::uuid[], $5::int[]) AS x(id, last)
-WHERE t.id = x.id AND (SELECT count(*) FROM woken) >= 0
-RETURNING t.id, t.stop_requested
-"""
+# The flusher's one statement (migration 0013): in its own transaction, scoped to the tenant
+# inside, it stores new parts (idempotent), wakes readers on other workers, records the runs'
+# heartbeat and last stored part, and says which runs were asked to stop.
+_FLUSH = "SELECT id, stop_requested FROM flush_run_events($1, $2, $3, $4, $5, $6)"
 
 
 @dataclass
@@ -334,17 +328,17 @@ class RunManager:
                         log.exception("flushing run events failed (retrying every tick)")
 
     async def _flush_tenant(self, tenant_id: uuid.UUID, handles: list[RunHandle]) -> None:
-        """One tenant's new parts and heartbeats in three round trips on the driver itself.
+        """One tenant's new parts and heartbeats in one round trip on the driver itself.
 
-        This sits between every token and its readers, so it skips the ORM: begin and scope in
-        one simple query, then one statement inserting the parts, notifying other workers and
-        beating the runs' hearts, then commit. Stream parts are many and small, so the commit
-        does not wait for the disk: a worker crash cannot lose a committed part, and the reply's
-        ending (its text, usage and last parts) is committed durably by `_finish`.
+        This sits between every token and its readers (they see only stored parts), so it
+        skips the ORM and is one statement, its own transaction: `flush_run_events` scopes it
+        to the tenant and lets its commit skip the wait for the disk. A worker crash cannot
+        lose a committed part, and the reply's ending (its text, usage and last parts) is
+        committed durably by `_finish`.
         """
         runs, seqs, payloads, marks = _unstored(handles)
-        async with tenant_driver(self.engine, tenant_id, durable=False) as db:
-            stopped = await db.fetch(_FLUSH, runs, seqs, payloads,
+        async with statement_driver(self.engine) as db:
+            stopped = await db.fetch(_FLUSH, tenant_id, runs, seqs, payloads,
                                      [h.run_id for h, _ in marks], [end for _, end in marks])
         for handle, end in marks:
             handle.mark_stored(end)

@@ -64,14 +64,40 @@ async def tenant_driver(engine: AsyncEngine, tenant_id: uuid.UUID | str,
                     raise ConnectionError("the connection closed inside the transaction")
                 await db.execute("ROLLBACK")
             except BaseException:
-                if db.is_closed() and isinstance(exc, Exception):
-                    # Lost: the server likely restarted, taking the pool's other connections
-                    # too. Mark every one made before now stale, to be replaced at checkout, as
-                    # SQLAlchemy does on a disconnect (never on a cancellation), by this same
-                    # private call; the public dispose() would replace the pool per failure.
-                    engine.sync_engine.pool._invalidate(pooled, exc, _checkin=False)
-                await connection.invalidate()  # the pool must not hand out this connection
+                await _discard(engine, connection, pooled, exc)
             raise
+
+
+@asynccontextmanager
+async def statement_driver(engine: AsyncEngine) -> AsyncIterator[Db]:
+    """A pooled connection for statements that are each their own transaction (no BEGIN).
+
+    For a call that scopes itself (`flush_run_events` sets its tenant locally): one round trip
+    where `tenant_driver` takes three. A server error rolls the statement back by itself; a
+    cancellation or a lost connection discards the connection.
+    """
+    async with engine.connect() as connection:
+        pooled = await connection.get_raw_connection()
+        db = pooled.driver_connection
+        assert db is not None
+        try:
+            yield db
+        except BaseException as exc:
+            if db.is_closed() or not isinstance(exc, Exception):
+                await _discard(engine, connection, pooled, exc)
+            raise
+
+
+async def _discard(engine: AsyncEngine, connection: AsyncConnection, pooled: Any,
+                   exc: BaseException) -> None:
+    """Keep a connection the pool cannot trust from being handed out again."""
+    if pooled.driver_connection.is_closed() and isinstance(exc, Exception):
+        # Lost: the server likely restarted, taking the pool's other connections too. Mark
+        # every one made before now stale, to be replaced at checkout, as SQLAlchemy does on a
+        # disconnect (never on a cancellation), by this same private call; the public dispose()
+        # would replace the pool per failure.
+        engine.sync_engine.pool._invalidate(pooled, exc, _checkin=False)
+    await connection.invalidate()
 
 
 async def driver_of(session: AsyncSession | AsyncConnection) -> Db:

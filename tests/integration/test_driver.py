@@ -6,14 +6,22 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import asyncpg
 import pytest
 from sqlalchemy import select, text
 
 from app.chat import stream as parts
 from app.chat.executor import _END_REPLY
 from app.chat.models import Thread
-from app.chat.runs import RunHandle, RunManager
-from app.db.driver import detached, driver_of, row, select_list, tenant_driver
+from app.chat.runs import _FLUSH, RunHandle, RunManager
+from app.db.driver import (
+    detached,
+    driver_of,
+    row,
+    select_list,
+    statement_driver,
+    tenant_driver,
+)
 from app.db.engine import create_engine, create_sessionmaker
 from app.db.tenancy import tenant_transaction
 
@@ -210,3 +218,66 @@ async def test_a_transaction_cancelled_mid_statement_writes_nothing_and_frees_it
         assert not await db.fetchval("SELECT 1 FROM usage_refusals WHERE thread_id = $1",
                                      thread_id)
     assert await refusals_stored(owner_engine, thread_id) == 0
+
+
+async def running_run(owner_engine, tenant: uuid.UUID, thread_id: uuid.UUID) -> uuid.UUID:
+    """A run of `thread_id` in `tenant`, running, nothing stored yet."""
+    run_id, reply_id = uuid.uuid4(), uuid.uuid4()
+    async with owner_engine.begin() as conn:
+        await conn.execute(text(
+            "INSERT INTO workflow_chat_messages (id, thread_id, tenant_id, role, content,"
+            " sequence_number, status) VALUES (:m, :th, :t, 'assistant', '', 2000, 'streaming')"),
+            {"m": reply_id, "t": tenant, "th": thread_id})
+        await conn.execute(text(
+            "INSERT INTO thread_runs (id, tenant_id, thread_id, assistant_message_id, status)"
+            " VALUES (:r, :t, :th, :m, 'running')"),
+            {"r": run_id, "t": tenant, "th": thread_id, "m": reply_id})
+    return run_id
+
+
+async def stored_state(owner_engine, run_id: uuid.UUID) -> tuple[int, int]:
+    """(parts stored, the run's last stored part) as the schema owner sees them."""
+    async with owner_engine.connect() as conn:
+        return tuple((await conn.execute(text(
+            "SELECT (SELECT count(*) FROM run_events e WHERE e.run_id = r.id), r.last_event_seq"
+            " FROM thread_runs r WHERE r.id = :r"), {"r": run_id})).one())
+
+
+async def test_a_flush_in_one_tenants_name_cannot_touch_another_tenants_run(
+        app_engine, owner_engine, demo, other, new_thread) -> None:
+    run_id = await running_run(owner_engine, demo, uuid.UUID(await new_thread()))
+    part = parts.encode(parts.simple("start"))
+    async with statement_driver(app_engine) as db:
+        smuggled = await db.fetch(_FLUSH, other, [run_id], [1], [part], [run_id], [1])
+    assert smuggled == []
+    assert await stored_state(owner_engine, run_id) == (0, 0)
+
+    async with statement_driver(app_engine) as db:
+        flushed = await db.fetch(_FLUSH, demo, [run_id], [1], [part], [run_id], [1])
+    assert [tuple(r) for r in flushed] == [(run_id, False)]
+    assert await stored_state(owner_engine, run_id) == (1, 1)
+
+
+async def test_a_flush_leaves_its_pooled_connection_unscoped(
+        one_connection, owner_engine, demo, new_thread) -> None:
+    """The tenant and the non-durable commit are the flush's own: the next user of the same
+    connection has neither."""
+    run_id = await running_run(owner_engine, demo, uuid.UUID(await new_thread()))
+    part = parts.encode(parts.simple("start"))
+    async with statement_driver(one_connection) as db:
+        await db.fetch(_FLUSH, demo, [run_id], [1], [part], [run_id], [1])
+    async with statement_driver(one_connection) as db:
+        tenant, commit = await db.fetchrow(
+            "SELECT current_setting('app.tenant_id', true), current_setting('synchronous_commit')")
+        visible = await db.fetchval("SELECT count(*) FROM run_events WHERE run_id = $1", run_id)
+    assert (tenant or None, commit, visible) == (None, "on", 0)
+    assert await stored_state(owner_engine, run_id) == (1, 1)
+
+
+async def test_a_flush_without_a_tenant_is_refused_and_the_connection_stays_usable(
+        one_connection) -> None:
+    with pytest.raises(asyncpg.RaiseError, match="needs a tenant"):
+        async with statement_driver(one_connection) as db:
+            await db.fetch(_FLUSH, None, [], [], [], [], [])
+    async with statement_driver(one_connection) as db:
+        assert await db.fetchval("SELECT 1") == 1
