@@ -224,6 +224,14 @@ async def open_threads(base: str, token: str, count: int, concurrency: int = 4) 
     return threads
 
 
+def _committed_question(window: list[str]) -> bool:
+    """Whether a statement inserting the question ran, and a COMMIT after it, in `window`."""
+    asked = next((i for i, sql in enumerate(window)
+                  if "INSERT INTO WORKFLOW_CHAT_MESSAGES" in " ".join(sql.upper().split())), None)
+    return asked is not None and any(sql.strip().upper().startswith("COMMIT")
+                                     for sql in window[asked + 1:])
+
+
 _STATEMENT = re.compile(r"^(\S+ \S+) UTC \[\d+\] (\S+) LOG:  (?:statement|execute [^:]*): (.*)")
 
 
@@ -264,11 +272,18 @@ async def statement_census(stack: Stack, turn: Any, turns: int) -> Census:
         log.seek(offset)
         lines = log.read().decode(errors="replace").splitlines()
     stamps: list[tuple[float, str]] = []
+    continued = False  # whether the last logged line began one of our statements
     for line in lines:
         found = _STATEMENT.match(line)
         if found and found.group(2) == "chatbranch_app":
             moment = calendar.timegm(time.strptime(found.group(1)[:19], "%Y-%m-%d %H:%M:%S"))
             stamps.append((moment + float("0" + found.group(1)[19:]), found.group(3)))
+            continued = True
+        elif continued and line[:1] in ("\t", " "):  # the rest of a multi-line statement
+            moment, sql = stamps[-1]
+            stamps[-1] = (moment, f"{sql}\n{line}")
+        else:
+            continued = False
     before, insert_first, begins_before = [], [], []
     for began in sent:
         called = min((r for r in received if r >= began), default=None)
@@ -277,8 +292,7 @@ async def statement_census(stack: Stack, turn: Any, turns: int) -> Census:
         window = [sql for moment, sql in stamps if began - 0.002 <= moment <= called + 0.002]
         before.append(len(window))
         begins_before.append(sum(1 for sql in window if sql.upper().startswith("BEGIN")))
-        insert_first.append(any(sql.upper().startswith("INSERT INTO WORKFLOW_CHAT_MESSAGES")
-                                for sql in window))
+        insert_first.append(_committed_question(window))
     return Census(per_turn=round(len(stamps) / max(1, turns), 1),
                   before_call=round(sum(before) / len(before), 1) if before else None,
                   first_insert_before_call=all(insert_first) if insert_first else None,

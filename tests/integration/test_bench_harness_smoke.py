@@ -47,6 +47,13 @@ def test_smoke_rows_that_need_only_the_service_produce_figures(smoke_results) ->
     assert rows[3]["figures"]["per_turn"]["service"]["turns"] > 0
 
 
+def test_the_census_sees_the_question_committed_before_each_provider_call(smoke_results) -> None:
+    # Row 1's condition, read from PostgreSQL's statement log (a multi-line CTE statement).
+    results, _ = smoke_results
+    row1 = next(row for row in results["rows"] if row["row"] == 1)
+    assert row1["figures"]["commit_before_call"]["user_message_inserted_before_call"] is True
+
+
 def test_smoke_markdown_table_has_a_line_per_row_and_names_the_machine(smoke_results) -> None:
     results, table = smoke_results
     body = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
