@@ -34,19 +34,15 @@ class Row(asyncpg.Record):
 
 @asynccontextmanager
 async def tenant_driver(engine: AsyncEngine, tenant_id: uuid.UUID | str,
-                        user_id: uuid.UUID | str | None = None, *,
-                        durable: bool = True) -> AsyncIterator[Db]:
+                        user_id: uuid.UUID | str | None = None) -> AsyncIterator[Db]:
     """A pooled connection in one transaction scoped to `tenant_id`; commits on success.
 
     Begin and scope go in one simple query: the ids are written into it as the text of
-    parsed UUIDs, which cannot carry anything else. `durable=False` lets the commit skip the
-    wait for the disk (stream parts, whose loss on a crash the reply's ending makes good).
+    parsed UUIDs, which cannot carry anything else.
     """
     settings = f"set_config('app.tenant_id', '{uuid.UUID(str(tenant_id))}', true)"
     if user_id:
         settings += f", set_config('app.user_id', '{uuid.UUID(str(user_id))}', true)"
-    if not durable:
-        settings += ", set_config('synchronous_commit', 'off', true)"
     async with engine.connect() as connection:
         pooled = await connection.get_raw_connection()
         db = pooled.driver_connection
