@@ -145,21 +145,28 @@ async def test_rows_read_on_the_driver_build_the_same_objects_as_the_orm(
         assert getattr(built, column.key) == getattr(loaded, column.key), column.key
 
 
+async def running_run(owner_engine, tenant: uuid.UUID, thread_id: uuid.UUID
+                      ) -> tuple[uuid.UUID, uuid.UUID]:
+    """(run, its reply message): a run of `thread_id` in `tenant`, running, nothing stored."""
+    run_id, reply_id = uuid.uuid4(), uuid.uuid4()
+    async with owner_engine.begin() as conn:
+        await conn.execute(text(
+            "INSERT INTO workflow_chat_messages (id, thread_id, tenant_id, role, content,"
+            " sequence_number, status) VALUES (:m, :th, :t, 'assistant', '', 2000, 'streaming')"),
+            {"m": reply_id, "t": tenant, "th": thread_id})
+        await conn.execute(text(
+            "INSERT INTO thread_runs (id, tenant_id, thread_id, assistant_message_id, status)"
+            " VALUES (:r, :t, :th, :m, 'running')"),
+            {"r": run_id, "t": tenant, "th": thread_id, "m": reply_id})
+    return run_id, reply_id
+
+
 async def test_a_replys_ending_waits_for_a_flush_of_the_same_parts_without_deadlock(
         app_engine, owner_engine, demo, new_thread) -> None:
     """The flusher and a reply's ending both store parts, then touch the run's row. Were the
     ending to lock the run first, a flush holding the same parts would deadlock with it."""
     thread_id = uuid.UUID(await new_thread())
-    run_id, reply_id = uuid.uuid4(), uuid.uuid4()
-    async with owner_engine.begin() as conn:
-        await conn.execute(text(
-            "INSERT INTO workflow_chat_messages (id, thread_id, tenant_id, role, content,"
-            " sequence_number, status) VALUES (:m, :th, :t, 'assistant', '', 1000, 'streaming')"),
-            {"m": reply_id, "t": demo, "th": thread_id})
-        await conn.execute(text(
-            "INSERT INTO thread_runs (id, tenant_id, thread_id, assistant_message_id, status)"
-            " VALUES (:r, :t, :th, :m, 'running')"),
-            {"r": run_id, "t": demo, "th": thread_id, "m": reply_id})
+    run_id, reply_id = await running_run(owner_engine, demo, thread_id)
     handle = RunHandle(run_id=run_id, thread_id=thread_id, tenant_id=demo)
     for name in ("start", "finish-step", "finish"):
         handle.emit(parts.simple(name))
@@ -220,21 +227,6 @@ async def test_a_transaction_cancelled_mid_statement_writes_nothing_and_frees_it
     assert await refusals_stored(owner_engine, thread_id) == 0
 
 
-async def running_run(owner_engine, tenant: uuid.UUID, thread_id: uuid.UUID) -> uuid.UUID:
-    """A run of `thread_id` in `tenant`, running, nothing stored yet."""
-    run_id, reply_id = uuid.uuid4(), uuid.uuid4()
-    async with owner_engine.begin() as conn:
-        await conn.execute(text(
-            "INSERT INTO workflow_chat_messages (id, thread_id, tenant_id, role, content,"
-            " sequence_number, status) VALUES (:m, :th, :t, 'assistant', '', 2000, 'streaming')"),
-            {"m": reply_id, "t": tenant, "th": thread_id})
-        await conn.execute(text(
-            "INSERT INTO thread_runs (id, tenant_id, thread_id, assistant_message_id, status)"
-            " VALUES (:r, :t, :th, :m, 'running')"),
-            {"r": run_id, "t": tenant, "th": thread_id, "m": reply_id})
-    return run_id
-
-
 async def stored_state(owner_engine, run_id: uuid.UUID) -> tuple[int, int]:
     """(parts stored, the run's last stored part) as the schema owner sees them."""
     async with owner_engine.connect() as conn:
@@ -245,7 +237,7 @@ async def stored_state(owner_engine, run_id: uuid.UUID) -> tuple[int, int]:
 
 async def test_a_flush_in_one_tenants_name_cannot_touch_another_tenants_run(
         app_engine, owner_engine, demo, other, new_thread) -> None:
-    run_id = await running_run(owner_engine, demo, uuid.UUID(await new_thread()))
+    run_id, _ = await running_run(owner_engine, demo, uuid.UUID(await new_thread()))
     part = parts.encode(parts.simple("start"))
     async with statement_driver(app_engine) as db:
         smuggled = await db.fetch(_FLUSH, other, [run_id], [1], [part], [run_id], [1])
@@ -262,7 +254,7 @@ async def test_a_flush_leaves_its_pooled_connection_unscoped(
         one_connection, owner_engine, demo, new_thread) -> None:
     """The tenant and the non-durable commit are the flush's own: the next user of the same
     connection has neither."""
-    run_id = await running_run(owner_engine, demo, uuid.UUID(await new_thread()))
+    run_id, _ = await running_run(owner_engine, demo, uuid.UUID(await new_thread()))
     part = parts.encode(parts.simple("start"))
     async with statement_driver(one_connection) as db:
         await db.fetch(_FLUSH, demo, [run_id], [1], [part], [run_id], [1])
