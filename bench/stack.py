@@ -232,6 +232,12 @@ def _committed_question(window: list[str]) -> bool:
                                      for sql in window[asked + 1:])
 
 
+def _opens_transaction(sql: str) -> bool:
+    """A BEGIN, or a statement that is its own transaction (a run-events flush)."""
+    upper = sql.upper()
+    return upper.startswith("BEGIN") or "FLUSH_RUN_EVENTS(" in upper
+
+
 _STATEMENT = re.compile(r"^(\S+ \S+) UTC \[\d+\] (\S+) LOG:  (?:statement|execute [^:]*): (.*)")
 
 
@@ -291,14 +297,14 @@ async def statement_census(stack: Stack, turn: Any, turns: int) -> Census:
             continue
         window = [sql for moment, sql in stamps if began - 0.002 <= moment <= called + 0.002]
         before.append(len(window))
-        begins_before.append(sum(1 for sql in window if sql.upper().startswith("BEGIN")))
+        begins_before.append(sum(1 for sql in window if _opens_transaction(sql)))
         insert_first.append(_committed_question(window))
     return Census(per_turn=round(len(stamps) / max(1, turns), 1),
                   before_call=round(sum(before) / len(before), 1) if before else None,
                   first_insert_before_call=all(insert_first) if insert_first else None,
                   sample=[sql[:160] for _, sql in stamps[:40]],
                   transactions_per_turn=round(sum(1 for _, sql in stamps
-                                                  if sql.upper().startswith("BEGIN")) / turns, 1),
+                                                  if _opens_transaction(sql)) / turns, 1),
                   transactions_before_call=round(sum(begins_before) / len(begins_before), 1)
                   if begins_before else None)
 
