@@ -150,18 +150,17 @@ async def pids_of_transactions_at_once(engine, tenant: uuid.UUID, count: int) ->
 
 
 async def terminate(owner_engine, pids: set[int]) -> None:
-    """Kill these backends, as a database restart does, and wait until they are gone."""
-    ids = {"pids": list(pids)}
+    """Kill these backends, as a database restart does, and wait until they are gone.
+
+    The timeout form of pg_terminate_backend waits for each process to exit. Polling
+    pg_stat_activity instead would need a transaction per look: the view is a snapshot taken
+    at its first read in a transaction, so one slow exit made a loop in one transaction fail.
+    """
     async with owner_engine.connect() as conn:
-        await conn.execute(text("SELECT pg_terminate_backend(p)"
-                                " FROM unnest(CAST(:pids AS int[])) p"), ids)
-        for _ in range(100):
-            left = (await conn.execute(text("SELECT count(*) FROM pg_stat_activity"
-                                            " WHERE pid = ANY(CAST(:pids AS int[]))"), ids)).scalar()
-            if not left:
-                return
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"backends {pids} outlived pg_terminate_backend")
+        gone = (await conn.execute(text("SELECT bool_and(pg_terminate_backend(p, 5000))"
+                                        " FROM unnest(CAST(:pids AS int[])) p"),
+                                   {"pids": list(pids)})).scalar()
+    assert gone, f"backends {pids} outlived pg_terminate_backend"
 
 
 @pytest.fixture
