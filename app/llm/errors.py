@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -100,3 +101,39 @@ def transport_error_types() -> tuple[tuple[type[Exception], ...], tuple[type[Exc
         timeouts.append(aiohttp.ServerTimeoutError)
         transport.append(aiohttp.ClientError)
     return tuple(timeouts), tuple(transport)
+
+
+def hang_up_behind(exc: BaseException) -> BaseException | None:
+    """The server hanging up, when that is what an error reported as a timeout really was.
+
+    The OpenAI SDK's aiohttp transport maps every aiohttp connection error, a server closing
+    the connection included, to a connect timeout; the aiohttp error it wraps says what happened.
+    """
+    try:
+        import aiohttp
+    except ImportError:
+        return None
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, aiohttp.ClientConnectionError):
+            return None if isinstance(cause, asyncio.TimeoutError) else cause
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def innermost_reason(exc: BaseException) -> str:
+    """The text of the error at the bottom of `exc`'s causes ("Server disconnected"), else its own.
+
+    The SDKs wrap transport errors in generic ones ("Connection error."); the user is better told
+    what the connection did.
+    """
+    seen = {id(exc)}
+    reason = str(exc)
+    cause = exc.__cause__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        reason = str(cause) or reason
+        cause = cause.__cause__
+    return reason

@@ -32,6 +32,8 @@ from app.llm.errors import (
     ProviderTimeout,
     ProviderUnavailable,
     error_for_status,
+    hang_up_behind,
+    innermost_reason,
     parse_retry_after,
     transport_error_types,
 )
@@ -89,9 +91,12 @@ def usage_from_openai(usage: Any) -> Usage:
 def translate_openai_error(exc: Exception) -> ProviderError:
     """The app error for an exception raised by the OpenAI SDK or its HTTP library."""
     if isinstance(exc, (openai.APITimeoutError, *_TIMEOUT_ERRORS)):
+        if (hang_up := hang_up_behind(exc)) is not None:
+            return ProviderError(f"openai: connection failed ({hang_up})", retryable=True)
         return ProviderTimeout(f"openai: timed out ({type(exc).__name__})", retryable=True)
     if isinstance(exc, (openai.APIConnectionError, *_TRANSPORT_ERRORS)):
-        return ProviderError(f"openai: connection failed ({exc})", retryable=True)
+        return ProviderError(f"openai: connection failed ({innermost_reason(exc)})",
+                             retryable=True)
     if isinstance(exc, openai.APIStatusError):
         retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
         return error_for_status(exc.status_code, f"openai: {exc.message}", retry_after=retry_after)
