@@ -224,12 +224,19 @@ async def open_threads(base: str, token: str, count: int, concurrency: int = 4) 
     return threads
 
 
-def _committed_question(window: list[str]) -> bool:
-    """Whether a statement inserting the question ran, and a COMMIT after it, in `window`."""
-    asked = next((i for i, sql in enumerate(window)
+def _committed_question(window: list[tuple[str, str]]) -> bool:
+    """Whether the question's insert ran, then a COMMIT on the same backend, in `window`.
+
+    `window` holds (backend pid, statement) pairs; another connection's COMMIT (a flush of an
+    earlier turn's events, say) says nothing about the question's transaction.
+    """
+    asked = next((i for i, (_, sql) in enumerate(window)
                   if "INSERT INTO WORKFLOW_CHAT_MESSAGES" in " ".join(sql.upper().split())), None)
-    return asked is not None and any(sql.strip().upper().startswith("COMMIT")
-                                     for sql in window[asked + 1:])
+    if asked is None:
+        return False
+    backend = window[asked][0]
+    return any(pid == backend and sql.strip().upper().startswith("COMMIT")
+               for pid, sql in window[asked + 1:])
 
 
 def _opens_transaction(sql: str) -> bool:
@@ -238,7 +245,8 @@ def _opens_transaction(sql: str) -> bool:
     return upper.startswith("BEGIN") or "FLUSH_RUN_EVENTS(" in upper
 
 
-_STATEMENT = re.compile(r"^(\S+ \S+) UTC \[\d+\] (\S+) LOG:  (?:statement|execute [^:]*): (.*)")
+_STATEMENT = re.compile(
+    r"^(\S+ \S+) UTC \[(\d+)\] (\S+) LOG:  (?:statement|execute [^:]*): (.*)")
 
 
 @dataclass
@@ -277,17 +285,18 @@ async def statement_census(stack: Stack, turn: Any, turns: int) -> Census:
     with log_path.open("rb") as log:
         log.seek(offset)
         lines = log.read().decode(errors="replace").splitlines()
-    stamps: list[tuple[float, str]] = []
+    stamps: list[tuple[float, str, str]] = []  # (moment, backend pid, statement)
     continued = False  # whether the last logged line began one of our statements
     for line in lines:
         found = _STATEMENT.match(line)
-        if found and found.group(2) == "chatbranch_app":
+        if found and found.group(3) == "chatbranch_app":
             moment = calendar.timegm(time.strptime(found.group(1)[:19], "%Y-%m-%d %H:%M:%S"))
-            stamps.append((moment + float("0" + found.group(1)[19:]), found.group(3)))
+            stamps.append((moment + float("0" + found.group(1)[19:]), found.group(2),
+                           found.group(4)))
             continued = True
         elif continued and line[:1] in ("\t", " "):  # the rest of a multi-line statement
-            moment, sql = stamps[-1]
-            stamps[-1] = (moment, f"{sql}\n{line}")
+            moment, pid, sql = stamps[-1]
+            stamps[-1] = (moment, pid, f"{sql}\n{line}")
         else:
             continued = False
     before, insert_first, begins_before = [], [], []
@@ -295,15 +304,16 @@ async def statement_census(stack: Stack, turn: Any, turns: int) -> Census:
         called = min((r for r in received if r >= began), default=None)
         if called is None:
             continue
-        window = [sql for moment, sql in stamps if began - 0.002 <= moment <= called + 0.002]
+        window = [(pid, sql) for moment, pid, sql in stamps
+                  if began - 0.002 <= moment <= called + 0.002]
         before.append(len(window))
-        begins_before.append(sum(1 for sql in window if _opens_transaction(sql)))
+        begins_before.append(sum(1 for _, sql in window if _opens_transaction(sql)))
         insert_first.append(_committed_question(window))
     return Census(per_turn=round(len(stamps) / max(1, turns), 1),
                   before_call=round(sum(before) / len(before), 1) if before else None,
                   first_insert_before_call=all(insert_first) if insert_first else None,
-                  sample=[sql[:160] for _, sql in stamps[:40]],
-                  transactions_per_turn=round(sum(1 for _, sql in stamps
+                  sample=[sql[:160] for _, _, sql in stamps[:40]],
+                  transactions_per_turn=round(sum(1 for _, _, sql in stamps
                                                   if _opens_transaction(sql)) / turns, 1),
                   transactions_before_call=round(sum(begins_before) / len(begins_before), 1)
                   if begins_before else None)
