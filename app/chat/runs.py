@@ -40,12 +40,15 @@ LAST_SEQ = 2**31 - 1  # no upper bound (seq is an int column)
 
 
 # Parts ($1 runs, $2 seqs, $3 JSON texts) stored once each: the leading CTE of a reply's
-# ending (a flush stores them the same way, in `flush_run_events`).
+# ending (a flush stores them the same way, in `flush_run_events`). Both take the rows in
+# (run, seq) order: a flush and an ending storing the same parts in two orders deadlock
+# (migration 0014).
 _ADD_PARTS = """
 WITH added AS (
   INSERT INTO run_events (run_id, seq, tenant_id, part)
   SELECT r, s, current_setting('app.tenant_id')::uuid, p::jsonb
   FROM unnest($1::uuid[], $2::int[], $3::text[]) AS x(r, s, p)
+  ORDER BY r, s
   ON CONFLICT DO NOTHING RETURNING run_id
 )"""
 # A reply's ending, as the leading CTEs of the statement that makes its message final: the
@@ -60,7 +63,7 @@ ENDING_CTES = _ADD_PARTS + """, woken AS (
   WHERE id = $4 AND (SELECT count(*) FROM woken) >= 0 RETURNING 1
 )
 """
-# The flusher's one statement (migration 0013): in its own transaction, scoped to the tenant
+# The flusher's one statement (migrations 0013, 0014): in its own transaction, scoped to the tenant
 # inside, it stores new parts (idempotent), wakes readers on other workers, records the runs'
 # heartbeat and last stored part, and says which runs were asked to stop.
 _FLUSH = "SELECT id, stop_requested FROM flush_run_events($1, $2, $3, $4, $5, $6)"

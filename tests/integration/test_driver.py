@@ -13,7 +13,7 @@ from sqlalchemy import select, text
 from app.chat import stream as parts
 from app.chat.executor import _END_REPLY
 from app.chat.models import Thread
-from app.chat.runs import _FLUSH, RunHandle, RunManager
+from app.chat.runs import _FLUSH, RunHandle, RunManager, _unstored
 from app.db.driver import (
     detached,
     driver_of,
@@ -202,6 +202,70 @@ async def test_a_replys_ending_waits_for_a_flush_of_the_same_parts_without_deadl
             {"m": reply_id})).one()
     assert (status, last, stored) == ("complete", 3, 3)
     assert tuple(message) == ("complete", "the answer")
+
+
+@pytest.fixture
+async def two_connections(database):
+    """A runtime-role engine whose pool holds two connections."""
+    engine = create_engine(database.app_url, pool_size=2, max_overflow=0)
+    yield engine
+    await engine.dispose()
+
+
+async def test_a_flush_and_a_replys_ending_storing_the_same_parts_never_deadlock(
+        two_connections, owner_engine, demo, new_thread) -> None:
+    """Both store a run's parts, each waiting on parts the other holds uncommitted. They take
+    them in the same order (run, then sequence number), so one waits for the other; in
+    opposite orders each would hold a part the other needs, and PostgreSQL would kill one."""
+    thread_id = uuid.UUID(await new_thread())
+    run_id, reply_id = await running_run(owner_engine, demo, thread_id)
+    async with owner_engine.begin() as conn:
+        # A service that has run for a while: with many runs in the table, the flush's plan
+        # reads each run's parts out of a hash table, which hands them back newest first.
+        await conn.execute(text(
+            "INSERT INTO thread_runs (id, tenant_id, thread_id, assistant_message_id, status)"
+            " SELECT gen_random_uuid(), tenant_id, thread_id, assistant_message_id, 'complete'"
+            " FROM thread_runs, generate_series(1, 300) WHERE id = :r"), {"r": run_id})
+        await conn.execute(text("ANALYZE thread_runs"))
+    handle = RunHandle(run_id=run_id, thread_id=thread_id, tenant_id=demo)
+    for name in ("start", "start-step", "finish-step", "finish"):
+        handle.emit(parts.simple(name))
+    runs, seqs, texts, _ = _unstored([handle])
+
+    async def end_the_reply() -> None:
+        async with tenant_driver(two_connections, demo) as db:
+            await row(db, _END_REPLY, *RunManager.ending_args(handle, "complete", None),
+                      reply_id, "the answer", "text", "{}")
+
+    async def flush() -> None:
+        async with statement_driver(two_connections) as db:
+            # The plan a long-lived connection ends up with: PL/pgSQL's cached generic plan.
+            await db.execute("SET plan_cache_mode = force_generic_plan")
+            try:
+                await db.fetch(_FLUSH, demo, runs, seqs, texts, [run_id], [len(seqs)])
+            finally:
+                await db.execute("RESET plan_cache_mode")
+
+    async with owner_engine.connect() as owner:
+        # A third transaction holds part 3 uncommitted, so both writers stop mid-way: each
+        # holding what it stored before reaching part 3, then both go on at once.
+        blocker = (await owner.get_raw_connection()).driver_connection
+        held = blocker.transaction()
+        await held.start()
+        await blocker.execute("INSERT INTO run_events (run_id, seq, tenant_id, part)"
+                              " VALUES ($1, 3, $2, '{}')", run_id, demo)
+        writers = [asyncio.create_task(end_the_reply()), asyncio.create_task(flush())]
+        await asyncio.sleep(0.3)
+        assert not any(w.done() for w in writers)
+        await held.rollback()
+        done, _ = await asyncio.wait(writers, timeout=10)
+    assert len(done) == 2
+    assert [w.exception() for w in writers] == [None, None]  # no DeadlockDetectedError
+    async with owner_engine.connect() as conn:
+        status, stored = (await conn.execute(text(
+            "SELECT status, (SELECT count(*) FROM run_events WHERE run_id = :r)"
+            " FROM thread_runs WHERE id = :r"), {"r": run_id})).one()
+    assert (status, stored) == ("complete", 4)
 
 
 async def test_a_transaction_cancelled_mid_statement_writes_nothing_and_frees_its_connection(
