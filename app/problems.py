@@ -115,6 +115,21 @@ def database_unavailable(exc: BaseException) -> bool:
     return False
 
 
+def rolled_back_by_server(exc: BaseException) -> bool:
+    """True when the server rolled the transaction back to let others on: SQLSTATE class 40
+    (deadlock detected, serialization failure). Running it again is the prescribed answer."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if str(getattr(current, "sqlstate", None) or "").startswith("40"):
+            return True
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else (
+            current.__cause__ or current.__context__)
+    return False
+
+
 def _connection_gone(exc: BaseException) -> bool:
     """asyncpg's own words for a connection that is gone (connection.py, protocol/*.pyx).
 

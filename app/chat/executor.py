@@ -37,7 +37,7 @@ from app.llm.base import ChatMessage, ChatRequest, Finish, TextDelta, ToolCall, 
 from app.llm.errors import ProviderError, ProviderTimeout
 from app.llm.registry import ProviderRegistry
 from app.llm.tokens import count_message, count_text, count_tools, estimate_usage
-from app.problems import database_unavailable
+from app.problems import database_unavailable, rolled_back_by_server
 from app.settings import Settings
 from app.usage.breakdown import scale_to_reported
 from app.usage.ledger import (
@@ -457,7 +457,9 @@ async def with_db_retries(write: Callable[[], Awaitable[None]], *, attempts: int
     """Run a reply's closing database write, retrying while the database is briefly away.
 
     A reply's ending (its usage row, its final state) must survive a database restart; the
-    write is retried on connection errors for about ten seconds before giving up.
+    write is retried on connection errors for about ten seconds before giving up. A transaction
+    the server rolled back to break a deadlock or a serialization conflict is retried too: the
+    write is one transaction, so nothing of it was kept.
     """
     for attempt in range(attempts):
         try:
@@ -467,8 +469,8 @@ async def with_db_retries(write: Callable[[], Awaitable[None]], *, attempts: int
             # A database that is away, or a pool drained by a burst: both pass; a bug does not.
             # Statements on the driver raise asyncpg's errors, the rest SQLAlchemy's.
             transient = isinstance(exc, OSError | ConnectionError | PoolTimeout) or \
-                database_unavailable(exc) or (isinstance(exc, DBAPIError)
-                                              and isinstance(exc.orig, OSError | ConnectionError))
+                database_unavailable(exc) or rolled_back_by_server(exc) or (
+                    isinstance(exc, DBAPIError) and isinstance(exc.orig, OSError | ConnectionError))
             if not transient or attempt == attempts - 1:
                 raise
             await asyncio.sleep(min(0.2 * 2**attempt, 4.0))
