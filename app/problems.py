@@ -116,13 +116,13 @@ def database_unavailable(exc: BaseException) -> bool:
 
 
 def rolled_back_by_server(exc: BaseException) -> bool:
-    """True when the server rolled the transaction back to let others on: SQLSTATE class 40
-    (deadlock detected, serialization failure). Running it again is the prescribed answer."""
+    """True when the server rolled the transaction back to let others on: a deadlock (40P01)
+    or a serialization failure (40001). Running it again is the prescribed answer."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if str(getattr(current, "sqlstate", None) or "").startswith("40"):
+        if getattr(current, "sqlstate", None) in ("40001", "40P01"):
             return True
         orig = getattr(current, "orig", None)
         current = orig if isinstance(orig, BaseException) else (

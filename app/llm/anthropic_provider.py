@@ -33,8 +33,8 @@ from app.llm.errors import (
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
+    connection_failure_behind,
     error_for_status,
-    hang_up_behind,
     innermost_reason,
     parse_retry_after,
     transport_error_types,
@@ -153,8 +153,8 @@ class _UsageTally:
 def translate_anthropic_error(exc: Exception) -> ProviderError:
     """The app error for an exception raised by the Anthropic SDK or its HTTP library."""
     if isinstance(exc, (anthropic.APITimeoutError, *_TIMEOUT_ERRORS)):
-        if (hang_up := hang_up_behind(exc)) is not None:
-            return ProviderError(f"anthropic: connection failed ({hang_up})", retryable=True)
+        if (failure := connection_failure_behind(exc)) is not None:
+            return ProviderError(f"anthropic: connection failed ({failure})", retryable=True)
         return ProviderTimeout(f"anthropic: timed out ({type(exc).__name__})", retryable=True)
     if isinstance(exc, (anthropic.APIConnectionError, *_TRANSPORT_ERRORS)):
         return ProviderError(f"anthropic: connection failed ({innermost_reason(exc)})",

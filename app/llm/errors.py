@@ -103,11 +103,12 @@ def transport_error_types() -> tuple[tuple[type[Exception], ...], tuple[type[Exc
     return tuple(timeouts), tuple(transport)
 
 
-def hang_up_behind(exc: BaseException) -> BaseException | None:
-    """The server hanging up, when that is what an error reported as a timeout really was.
+def connection_failure_behind(exc: BaseException) -> BaseException | None:
+    """The connection failure (a server hanging up, a refused connection) behind an error
+    reported as a timeout, or None when it was a timeout.
 
-    The OpenAI SDK's aiohttp transport maps every aiohttp connection error, a server closing
-    the connection included, to a connect timeout; the aiohttp error it wraps says what happened.
+    The OpenAI SDK's aiohttp transport maps every aiohttp connection error to a connect
+    timeout; the aiohttp error it was raised from says what happened.
     """
     try:
         import aiohttp
@@ -118,8 +119,10 @@ def hang_up_behind(exc: BaseException) -> BaseException | None:
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
         if isinstance(cause, aiohttp.ClientConnectionError):
-            return None if isinstance(cause, asyncio.TimeoutError) else cause
-        cause = cause.__cause__ or cause.__context__
+            timed_out = isinstance(cause, asyncio.TimeoutError) or isinstance(
+                getattr(cause, "os_error", None), TimeoutError)  # the kernel's ETIMEDOUT
+            return None if timed_out else cause
+        cause = cause.__cause__
     return None
 
 

@@ -31,8 +31,8 @@ from app.llm.errors import (
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
+    connection_failure_behind,
     error_for_status,
-    hang_up_behind,
     innermost_reason,
     parse_retry_after,
     transport_error_types,
@@ -91,8 +91,8 @@ def usage_from_openai(usage: Any) -> Usage:
 def translate_openai_error(exc: Exception) -> ProviderError:
     """The app error for an exception raised by the OpenAI SDK or its HTTP library."""
     if isinstance(exc, (openai.APITimeoutError, *_TIMEOUT_ERRORS)):
-        if (hang_up := hang_up_behind(exc)) is not None:
-            return ProviderError(f"openai: connection failed ({hang_up})", retryable=True)
+        if (failure := connection_failure_behind(exc)) is not None:
+            return ProviderError(f"openai: connection failed ({failure})", retryable=True)
         return ProviderTimeout(f"openai: timed out ({type(exc).__name__})", retryable=True)
     if isinstance(exc, (openai.APIConnectionError, *_TRANSPORT_ERRORS)):
         return ProviderError(f"openai: connection failed ({innermost_reason(exc)})",

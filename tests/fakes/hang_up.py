@@ -22,7 +22,11 @@ async def hanging_up_server() -> AsyncIterator[HangUps]:
     hang_ups = HangUps(url="")
 
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        # The whole body too: closing with unread bytes would reset the connection instead.
+        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        await reader.readexactly(length)
         hang_ups.count += 1
         writer.close()
 

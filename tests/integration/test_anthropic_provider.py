@@ -240,7 +240,7 @@ async def test_error_event_after_content_is_not_retried_and_keeps_input_usage(fa
 
 async def test_a_server_hanging_up_unanswered_is_a_lost_connection_not_a_timeout() -> None:
     async with hanging_up_server() as server:
-        instance = AnthropicProvider(make_config(server.url + "", max_retries=1))
+        instance = AnthropicProvider(make_config(server.url, max_retries=1))
         try:
             started = time.monotonic()
             events, error = await collect_until_error(instance, ask("Hello"))

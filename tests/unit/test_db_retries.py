@@ -37,14 +37,16 @@ async def test_a_constraint_violation_is_a_bug_and_is_not_retried() -> None:
     asyncpg.exceptions.SerializationError("could not serialize access"),
     DBAPIError("UPDATE thread_runs", {}, asyncpg.exceptions.DeadlockDetectedError("deadlock")),
 ])
-def test_class_40_errors_read_as_rolled_back_by_the_server(error) -> None:
+def test_deadlocks_and_serialization_failures_read_as_rolled_back_by_the_server(error) -> None:
     assert rolled_back_by_server(error)
 
 
 @pytest.mark.parametrize("error", [
     asyncpg.exceptions.QueryCanceledError("canceling statement due to statement timeout"),
     asyncpg.exceptions.UniqueViolationError("duplicate key value"),
-    ValueError("40 is not an SQLSTATE"),
+    # Also class 40, but a constraint checked at commit: a bug, not a conflict.
+    asyncpg.exceptions.TransactionIntegrityConstraintViolationError("violates constraint"),
+    ValueError("40001 is not an SQLSTATE here"),
 ])
 def test_other_errors_do_not(error) -> None:
     assert not rolled_back_by_server(error)
