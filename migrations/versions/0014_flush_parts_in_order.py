@@ -4,8 +4,9 @@ Both write the same parts (a flush takes a run's new parts while its ending stor
 each waits on the other's uncommitted rows. They must take them in one order. The ending inserts
 straight from its arrays, in order; the flush's insert joins its arrays to `thread_runs`, and once
 that table is big enough the plan hashes the arrays and hands each run's parts back newest
-first. Flush and ending then each held a part the other needed, and PostgreSQL killed the
-ending: its reply never finished (seen in CI, reproduced in tests/integration/test_driver.py).
+first. Flush and ending then each held a part the other needed, and PostgreSQL killed one of
+them; in CI it was the ending, and its reply never finished (tests/integration/test_driver.py
+reproduces it).
 The insert now sorts by (run, sequence number); nothing else changes.
 
 Revision ID: 0014_flush_parts_in_order
