@@ -168,6 +168,13 @@ def _unavailable(request: Request[Any, Any, Any]) -> Response[Any]:
 def _db_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if database_unavailable(exc):
         return _unavailable(request)
+    if rolled_back_by_server(exc):  # whole transaction undone: the same request may succeed
+        log.warning("transaction rolled back by the server on %s: %s", request.url.path,
+                    getattr(exc, "sqlstate", None) or type(exc).__name__)
+        return problem(503, "Service unavailable",
+                       "the request met a concurrent change and was rolled back; nothing of it"
+                       " was applied, so it can be sent again", instance=request.url.path,
+                       headers={"retry-after": "1"})
     # Never echo SQL or driver text to clients; it can carry other rows' data.
     log.exception("database error on %s", request.url.path)
     return problem(

@@ -82,6 +82,38 @@ async def test_a_post_whose_connection_is_killed_answers_503_whatever_asyncpg_ca
     assert seen
 
 
+DEADLOCK = "DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$"
+
+
+async def test_a_request_the_server_rolled_back_answers_503_and_keeps_nothing(
+        http, auth, new_thread, owner_engine, monkeypatch) -> None:
+    """A deadlock victim, on the driver or through SQLAlchemy: retryable, and nothing applied."""
+    thread = await new_thread()
+
+    async def post_then_deadlock(db, *args, **kwargs):
+        await db.execute("UPDATE workflow_chat_threads SET return_to_step = 'half-applied'"
+                         " WHERE id = $1", uuid.UUID(thread))
+        await db.execute(DEADLOCK)
+
+    async def read_then_deadlock(session, *args, **kwargs):
+        await session.execute(text(DEADLOCK))
+
+    monkeypatch.setattr(service, "post_message", post_then_deadlock)
+    monkeypatch.setattr(service, "get_thread", read_then_deadlock)
+    for response in (
+            await http.post(f"/api/threads/{thread}/messages", headers=auth(),
+                            json={"content": "hello"}),
+            await http.get(f"/api/threads/{thread}", headers=auth())):
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"] == "1"
+        assert "rolled back" in problem_of(response)["detail"]
+    async with owner_engine.connect() as conn:
+        step = (await conn.execute(text(
+            "SELECT return_to_step FROM workflow_chat_threads WHERE id = :t"), {"t": thread})
+        ).scalar()
+    assert step != "half-applied"
+
+
 @pytest.mark.parametrize("mistake", [
     ("SELECT $1::int",),  # an argument short
     ("SELECT $1::int", "connection is closed"),  # a value refused, worded like an outage
