@@ -412,7 +412,15 @@ class ReplyExecutor:
     async def _finish(self, handle: RunHandle, who: CallAttribution, reply: Reply) -> None:
         """Make the reply final: message, usage part, run status, all in one transaction."""
         closing = handle.count  # a retry must not emit the closing parts twice
-        await with_db_retries(lambda: self._finish_once(handle, who, reply, closing))
+        handle.ending = True
+        try:
+            await with_db_retries(lambda: self._finish_once(handle, who, reply, closing))
+        except BaseException:
+            # The reply did not end: its closing parts ("finish", usage) must reach no reader.
+            del handle.parts[closing - handle.base:]
+            raise
+        finally:
+            handle.ending = False
         handle.mark_stored(handle.count)
         handle.close(reply.status)
 

@@ -24,7 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.chat import stream
-from app.db.driver import statement_driver
+from app.db.driver import statement_driver, tenant_driver
 from app.db.tenancy import set_tenant
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ class RunHandle:
     born: float = field(default_factory=time.monotonic)
     on_emit: Callable[[], None] | None = None  # asks the flusher to store parts now
     wants_payload: bool = False  # a JSON client waits here: the ending builds its answer
+    ending: bool = False  # its ending is storing its last parts itself: the flusher keeps off
     payload: dict[str, Any] | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _positions: list[list[int]] = field(default_factory=list)  # each local reader's last seq
@@ -189,12 +190,13 @@ class RunHandle:
 def due_for_flush(handle: RunHandle, now: float, young: float) -> bool:
     """Whether a flush should store this run's new parts or beat its heart now.
 
-    New parts go out at once, except for a run born after `young` that nobody here reads:
-    a JSON reply of a fast model ends (and stores its parts itself) before a tick or two has
-    passed, and a flush of it first would be a transaction for nothing. An idle run only needs
-    its heartbeat now and then.
+    Not while the run's ending stores its last parts: until that commits they are not final
+    (a failed ending takes them back). New parts go out at once, except for a run born after
+    `young` that nobody here reads: a JSON reply of a fast model ends (and stores its parts
+    itself) before a tick or two has passed, and a flush of it first would be a transaction for
+    nothing. An idle run only needs its heartbeat now and then.
     """
-    if handle.followers == 0 and handle.born > young:
+    if handle.ending or (handle.followers == 0 and handle.born > young):
         return False
     return handle.count > handle.flushed or now - handle.heartbeat_at > 1.0
 
@@ -260,18 +262,36 @@ class RunManager:
         handle.on_emit = self._flush_wanted.set
 
         async def runner() -> None:
+            failed = False
             try:
                 if handle.claimed is None:  # a claimed run was first in line when posted
                     await self._wait_for_turn(handle)
                 await body(handle)
+            except Exception:  # its ending could not be written (the body ends all else)
+                failed = True
+                log.exception("reply of run %s failed before its ending", handle.run_id)
             finally:
                 if not handle.done:
                     await self.flush()  # store what the reply produced before it ends
                     handle.close("interrupted")
                 self.handles.pop(handle.run_id, None)
                 self._wake_thread(handle.thread_id)
+            if failed:
+                await self._end_now(handle)
 
         handle.task = asyncio.create_task(runner(), name=f"run-{handle.run_id}")
+
+    async def _end_now(self, handle: RunHandle) -> None:
+        """End a run whose ending failed as crash recovery does (its text so far, an error and
+        a finish part for its readers), now rather than once its heartbeat has gone stale."""
+        try:
+            async with tenant_driver(self.engine, handle.tenant_id) as db:
+                await db.execute("UPDATE thread_runs SET heartbeat_at = '-infinity'"
+                                 " WHERE id = $1 AND status IN ('queued', 'running')",
+                                 handle.run_id)
+            await self.recover_stale()
+        except Exception:  # the database is away too: the sweeper ends it later
+            log.exception("could not end run %s now; the stale-run sweeper will", handle.run_id)
 
     def _wake_thread(self, thread_id: uuid.UUID) -> None:
         """A run of the thread ended here: let the next one check whether it is its turn."""

@@ -1,0 +1,85 @@
+"""A reply's ending (its last parts, usage row and final message, in one statement) meeting a
+database that rolls it back: written again when retrying can help, taken back when it cannot."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import text
+
+from app.chat import executor
+from tests.integration.conftest import assert_token_invariants, thread_rows
+from tests.live import read_stream
+
+DEADLOCK = "DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$"
+ENDINGS = (executor._END_REPLY, executor._END_WITH_ROW)
+
+
+def ending_that_fails(monkeypatch, thread: str, failure: str, times: int) -> list[str]:
+    """The ending of a reply in `thread` meets `failure` (real SQL, a real server error) its
+    first `times` runs; returns the failures raised, to count them."""
+    original = executor.row
+    raised: list[str] = []
+
+    async def row(db, sql, *args, **kwargs):
+        if sql in ENDINGS and len(raised) < times and str(await db.fetchval(
+                "SELECT thread_id FROM thread_runs WHERE id = $1", args[3])) == thread:
+            raised.append(failure)
+            await db.execute(failure)
+        return await original(db, sql, *args, **kwargs)
+
+    monkeypatch.setattr(executor, "row", row)
+    return raised
+
+
+async def stored_parts(owner_engine, run_id: str) -> list[dict]:
+    async with owner_engine.connect() as conn:
+        return list((await conn.execute(text(
+            "SELECT part FROM run_events WHERE run_id = :r ORDER BY seq"), {"r": run_id})
+        ).scalars())
+
+
+async def test_an_ending_chosen_as_a_deadlock_victim_is_written_again(
+        http, auth, new_thread, owner_engine, monkeypatch) -> None:
+    thread = await new_thread("local")
+    raised = ending_that_fails(monkeypatch, thread, DEADLOCK, times=1)
+
+    _, events = await read_stream(http, "POST", f"/api/threads/{thread}/messages",
+                                  headers=auth(), json={"content": "When does Acme renew?"})
+
+    assert raised == [DEADLOCK]
+    received = [e.part for e in events if e.part is not None]
+    kinds = [p["type"] for p in received]
+    assert kinds.count("finish") == 1 and kinds.count("data-usage") == 1
+    assert received[-1]["type"] == "finish"
+    assert received[-1]["messageMetadata"]["status"] == "complete"
+    run_id = events[0].id.rsplit(":", 1)[0]
+    assert await stored_parts(owner_engine, run_id) == received
+    rows = await thread_rows(owner_engine, thread)
+    assert rows["messages"][-1].status == "complete" and rows["messages"][-1].content
+    assert len(rows["ledger"]) == 1  # one usage row, not one per attempt
+    assert_token_invariants(rows)
+
+
+async def test_an_ending_that_fails_for_good_ends_the_run_as_interrupted_at_once(
+        http, auth, new_thread, owner_engine, monkeypatch) -> None:
+    """Readers are never told 'complete' by a reply whose ending was not written, and are not
+    left waiting for the stale-run sweeper either: the run ends as a crash recovery ends it."""
+    thread = await new_thread("local")
+    raised = ending_that_fails(monkeypatch, thread, "SELECT 1 / 0", times=1)  # not retried
+
+    _, events = await read_stream(http, "POST", f"/api/threads/{thread}/messages",
+                                  headers=auth(), json={"content": "When does Acme renew?"})
+
+    assert raised == ["SELECT 1 / 0"]
+    streamed = [e.part for e in events if e.part is not None]
+    run_id = events[0].id.rsplit(":", 1)[0]
+    assert await stored_parts(owner_engine, run_id) == streamed
+    kinds = [p["type"] for p in streamed]
+    assert "text-delta" in kinds  # the text so far stays
+    assert kinds[-3:] == ["error", "data-usage", "finish"] and kinds.count("finish") == 1
+    assert streamed[-1]["messageMetadata"]["status"] == "interrupted"
+    async with owner_engine.connect() as conn:
+        status = (await conn.execute(text("SELECT status FROM thread_runs WHERE id = :r"),
+                                     {"r": uuid.UUID(run_id)})).scalar()
+    assert status == "interrupted"
