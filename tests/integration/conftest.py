@@ -11,6 +11,7 @@ import msgspec
 import pytest
 from sqlalchemy import text
 
+from app.db.engine import create_engine
 from app.main import create_app
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.openai_server import FakeOpenAI
@@ -67,6 +68,14 @@ def live_app(live_settings, database):
     with serve_app(app) as base:
         app.state.tools.register(LOOKUP_TOOL)
         yield app, base
+
+
+@pytest.fixture
+async def four_connections(database):
+    """A runtime-role engine whose pool holds four connections."""
+    engine = create_engine(database.app_url, pool_size=4, max_overflow=0)
+    yield engine
+    await engine.dispose()
 
 
 @pytest.fixture(scope="module")

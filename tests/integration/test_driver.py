@@ -204,16 +204,8 @@ async def test_a_replys_ending_waits_for_a_flush_of_the_same_parts_without_deadl
     assert tuple(message) == ("complete", "the answer")
 
 
-@pytest.fixture
-async def two_connections(database):
-    """A runtime-role engine whose pool holds two connections."""
-    engine = create_engine(database.app_url, pool_size=2, max_overflow=0)
-    yield engine
-    await engine.dispose()
-
-
 async def test_a_flush_and_a_replys_ending_storing_the_same_parts_never_deadlock(
-        two_connections, owner_engine, demo, new_thread) -> None:
+        four_connections, owner_engine, demo, new_thread) -> None:
     """Both store a run's parts, each waiting on parts the other holds uncommitted. They take
     them in one order (run, then sequence number), so one waits for the other; in opposite
     orders each would hold a part the other needs, and PostgreSQL would kill one of them.
@@ -230,12 +222,12 @@ async def test_a_flush_and_a_replys_ending_storing_the_same_parts_never_deadlock
     runs, seqs, texts = runs[::-1], seqs[::-1], texts[::-1]
 
     async def end_the_reply() -> None:
-        async with tenant_driver(two_connections, demo) as db:
+        async with tenant_driver(four_connections, demo) as db:
             await row(db, _END_REPLY, *RunManager.ending_args(handle, "complete", None),
                       reply_id, "the answer", "text", "{}")
 
     async def flush() -> None:
-        async with statement_driver(two_connections) as db:
+        async with statement_driver(four_connections) as db:
             # A nested loop keeps the arrays' order: only an explicit sort changes it.
             await db.execute("SET enable_hashjoin = off; SET enable_mergejoin = off")
             try:

@@ -13,7 +13,6 @@ from sqlalchemy.exc import DBAPIError
 
 from app.chat import service
 from app.db.driver import tenant_driver
-from app.db.engine import create_engine
 from app.problems import database_unavailable
 
 TIMED_OUT = "SET LOCAL statement_timeout = '50ms'", "SELECT pg_sleep(5)"
@@ -193,14 +192,6 @@ async def terminate(owner_engine, pids: set[int]) -> None:
                                         " FROM unnest(CAST(:pids AS int[])) p"),
                                    {"pids": list(pids)})).scalar()
     assert gone, f"backends {pids} outlived pg_terminate_backend"
-
-
-@pytest.fixture
-async def four_connections(database):
-    """A runtime-role engine whose pool holds four connections."""
-    engine = create_engine(database.app_url, pool_size=4, max_overflow=0)
-    yield engine
-    await engine.dispose()
 
 
 async def test_one_driver_transaction_meeting_a_restart_renews_the_whole_pool(
