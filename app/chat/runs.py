@@ -63,7 +63,7 @@ ENDING_CTES = _ADD_PARTS + """, woken AS (
   WHERE id = $4 AND (SELECT count(*) FROM woken) >= 0 RETURNING 1
 )
 """
-# The flusher's one statement (migrations 0013, 0014): in its own transaction, scoped to the tenant
+# The flusher's one statement (migrations 0013-0015): in its own transaction, scoped to the tenant
 # inside, it stores new parts (idempotent), wakes readers on other workers, records the runs'
 # heartbeat and last stored part, and says which runs were asked to stop.
 _FLUSH = "SELECT id, stop_requested FROM flush_run_events($1, $2, $3, $4, $5, $6)"

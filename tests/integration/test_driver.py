@@ -257,6 +257,32 @@ async def test_a_flush_and_a_replys_ending_storing_the_same_parts_never_deadlock
     assert (status, stored) == ("complete", 4)
 
 
+async def test_a_flush_locks_the_runs_it_beats_in_the_order_a_stop_request_does(
+        four_connections, owner_engine, demo, new_thread) -> None:
+    """A stop request updates a thread's unfinished runs in id order (the ORM's order). A flush
+    beating the same runs must lock them in that order too, or each holds a run the other
+    needs. The flush is handed them in the other order, under a plan that keeps it."""
+    low, high = sorted([(await running_run(owner_engine, demo, uuid.UUID(await new_thread())))[0]
+                        for _ in range(2)])
+
+    async def flush() -> list:
+        async with statement_driver(four_connections) as db:
+            await db.execute("SET enable_hashjoin = off; SET enable_mergejoin = off")
+            try:
+                return await db.fetch(_FLUSH, demo, [], [], [], [high, low], [0, 0])
+            finally:
+                await db.execute("RESET enable_hashjoin; RESET enable_mergejoin")
+
+    async with tenant_driver(four_connections, demo) as stop:
+        await stop.execute("UPDATE thread_runs SET stop_requested = true WHERE id = $1", low)
+        flushing = asyncio.create_task(flush())
+        await asyncio.sleep(0.3)
+        assert not flushing.done()  # it waits for `low`, which the stop holds
+        await stop.execute("UPDATE thread_runs SET stop_requested = true WHERE id = $1", high)
+    beaten = await asyncio.wait_for(flushing, 10)
+    assert sorted(tuple(r) for r in beaten) == [(low, True), (high, True)]
+
+
 async def test_a_transaction_cancelled_mid_statement_writes_nothing_and_frees_its_connection(
         one_connection, owner_engine, demo) -> None:
     thread_id = uuid.uuid4()
