@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -96,12 +97,21 @@ _UNAVAILABLE = (asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError,
                 sqlalchemy.exc.TimeoutError, ConnectionError, FileNotFoundError, TimeoutError)
 
 
-def database_unavailable(exc: BaseException) -> bool:
-    """True when `exc` says the database cannot be reached right now (a retry may succeed)."""
+def _error_chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and what it wraps: SQLAlchemy's `orig` first, else its cause or context."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        yield current
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else (
+            current.__cause__ or current.__context__)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True when `exc` says the database cannot be reached right now (a retry may succeed)."""
+    for current in _error_chain(exc):
         if isinstance(current, DBAPIError) and current.connection_invalidated:
             return True
         if isinstance(current, _UNAVAILABLE) and (
@@ -109,25 +119,14 @@ def database_unavailable(exc: BaseException) -> bool:
             return True
         if _connection_gone(current):
             return True
-        orig = getattr(current, "orig", None)
-        current = orig if isinstance(orig, BaseException) else (
-            current.__cause__ or current.__context__)
     return False
 
 
 def rolled_back_by_server(exc: BaseException) -> bool:
     """True when the server rolled the transaction back to let others on: a deadlock (40P01)
     or a serialization failure (40001). Running it again is the prescribed answer."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if getattr(current, "sqlstate", None) in ("40001", "40P01"):
-            return True
-        orig = getattr(current, "orig", None)
-        current = orig if isinstance(orig, BaseException) else (
-            current.__cause__ or current.__context__)
-    return False
+    return any(getattr(current, "sqlstate", None) in ("40001", "40P01")
+               for current in _error_chain(exc))
 
 
 def _connection_gone(exc: BaseException) -> bool:

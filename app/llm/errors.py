@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -103,6 +104,16 @@ def transport_error_types() -> tuple[tuple[type[Exception], ...], tuple[type[Exc
     return tuple(timeouts), tuple(transport)
 
 
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then each exception it was raised from (`raise ... from`), innermost last."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__
+
+
 def connection_failure_behind(exc: BaseException) -> BaseException | None:
     """The connection failure (a server hanging up, a refused connection) behind an error
     reported as a timeout, or None when it was a timeout.
@@ -114,15 +125,11 @@ def connection_failure_behind(exc: BaseException) -> BaseException | None:
         import aiohttp
     except ImportError:
         return None
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
+    for cause in _causes(exc):
         if isinstance(cause, aiohttp.ClientConnectionError):
             timed_out = isinstance(cause, asyncio.TimeoutError) or isinstance(
                 getattr(cause, "os_error", None), TimeoutError)  # the kernel's ETIMEDOUT
             return None if timed_out else cause
-        cause = cause.__cause__
     return None
 
 
@@ -132,11 +139,7 @@ def innermost_reason(exc: BaseException) -> str:
     The SDKs wrap transport errors in generic ones ("Connection error."); the user is better told
     what the connection did.
     """
-    seen = {id(exc)}
-    reason = str(exc)
-    cause = exc.__cause__
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
+    reason = ""
+    for cause in _causes(exc):
         reason = str(cause) or reason
-        cause = cause.__cause__
     return reason

@@ -9,9 +9,9 @@ from sqlalchemy import text
 
 from app.chat import executor
 from tests.integration.conftest import assert_token_invariants, thread_rows
+from tests.integration.test_driver_errors import DEADLOCK
 from tests.live import read_stream
 
-DEADLOCK = "DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$"
 ENDINGS = (executor._END_REPLY, executor._END_WITH_ROW)
 
 
