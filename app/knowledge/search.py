@@ -242,11 +242,11 @@ def vector_leg_sql(dims: int, where: str, *, exact: bool, limit: str = ":n") -> 
 
 
 # PostgreSQL's ranks know nothing of how rare a word is, and a question rarely shares all its
-# words with the answer. So any query word may match, and a chunk scores the BM25-style inverse
-# document frequency (within scope) of the query words it contains, plus a point when it matches
-# the whole websearch query ("phrases", -excluded), plus ts_rank_cd for proximity. The ranking
-# lives in the definer function `knowledge_text_ranks` (migration 0009): run as the runtime role,
-# RLS would keep the full-text index from being used at all.
+# words with the answer. So any query word may match, and a chunk scores Okapi BM25 (within
+# scope) over the query words it contains, plus a point when it matches the whole websearch query
+# ("phrases", -excluded). The ranking lives in the definer function `knowledge_text_ranks`
+# (migrations 0009, 0016): run as the runtime role, RLS would keep the full-text index from being
+# used at all.
 _TEXT_RANKS = (
     "SELECT id, rank FROM knowledge_text_ranks(:tenant_id, :query, :customer, :every, :n)"
 )

@@ -1,13 +1,12 @@
-"""The full-text leg's definer function (migrations 0009-0011): tenant-bound, index-served,
-ranking as it did, and its per-scope chunk counts and word list kept exact by the chunk
-statements themselves; the hybrid search that calls it in one statement ranks as the legs fused
-one by one."""
+"""The full-text leg's definer function (migrations 0009-0016): tenant-bound, index-served,
+ranking by Okapi BM25 as a reference computed here does, and its per-scope totals and word list
+kept exact by the chunk statements themselves; the hybrid search that calls it in one statement
+ranks as the legs fused one by one."""
 
 from __future__ import annotations
 
-import importlib.util
+import math
 import uuid
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -125,15 +124,31 @@ async def scratch_tenant(owner_engine, key: str, customer_name: str
 
 
 async def scope_sizes(owner_engine, tenant) -> dict[uuid.UUID | None, int]:
+    """Chunks per scope, checked (with the scope's length in words) against the chunks."""
     async with owner_engine.connect() as conn:
-        kept = dict((await conn.execute(text(
-            "SELECT customer_id, chunks FROM knowledge_scope_sizes WHERE tenant_id = :t"
-            " AND chunks > 0"), {"t": tenant})).all())
-        counted = dict((await conn.execute(text(
-            "SELECT customer_id, count(*) FROM knowledge_chunks WHERE tenant_id = :t"
-            " GROUP BY customer_id"), {"t": tenant})).all())
+        kept = {row.customer_id: (row.chunks, row.words) for row in (await conn.execute(text(
+            "SELECT customer_id, chunks, words FROM knowledge_scope_sizes WHERE tenant_id = :t"
+            " AND chunks > 0"), {"t": tenant})).all()}
+        counted = {}
+        for customer_id, in (await conn.execute(text(
+                "SELECT DISTINCT customer_id FROM knowledge_chunks WHERE tenant_id = :t"),
+                {"t": tenant})).all():
+            chunks = (await conn.execute(text(
+                "SELECT count(*) FROM knowledge_chunks WHERE tenant_id = :t"
+                " AND customer_id IS NOT DISTINCT FROM :c"),
+                {"t": tenant, "c": customer_id})).scalar_one()
+            counted[customer_id] = (chunks, await words_in(conn, tenant, customer_id))
     assert kept == counted
-    return kept
+    return {customer: chunks for customer, (chunks, _) in kept.items()}
+
+
+async def words_in(conn, tenant, customer_id) -> int:
+    """A scope's length in words, by PostgreSQL's own word statistics (ts_stat)."""
+    scope = (f"SELECT search_vector FROM knowledge_chunks WHERE tenant_id = '{tenant}'"
+             + (" AND customer_id IS NULL" if customer_id is None
+                else f" AND customer_id = '{customer_id}'"))
+    return (await conn.execute(text("SELECT coalesce(sum(nentry), 0) FROM ts_stat(:q)"),
+                                {"q": scope})).scalar_one()
 
 
 async def test_scope_sizes_follow_every_insert_and_delete(owner_engine):
@@ -157,6 +172,10 @@ async def test_scope_sizes_follow_every_insert_and_delete(owner_engine):
             await conn.execute(text("DELETE FROM knowledge_documents WHERE tenant_id = :t"
                                     " AND customer_id IS NOT NULL"), {"t": tenant})
         assert await scope_sizes(owner_engine, tenant) == {None: sizes[None]}
+        async with owner_engine.begin() as conn:  # new text: the scope's length follows
+            await conn.execute(text("UPDATE knowledge_chunks SET content = 'Osprey osprey.'"
+                                    " WHERE tenant_id = :t AND chunk_index = 0"), {"t": tenant})
+        assert await scope_sizes(owner_engine, tenant) == {None: sizes[None]}
         async with owner_engine.begin() as conn:
             with pytest.raises(DBAPIError, match="cannot move to another tenant or customer"):
                 await conn.execute(text("UPDATE knowledge_chunks SET customer_id = :c"
@@ -171,20 +190,40 @@ QUERIES = ["renewal discount", "who approves a discount above 20%", "war room ch
            "Acme's champion left", "pricing OR uplift", "zzzz qqqq"]
 
 
-def _ranks_of_0009() -> str:
-    path = Path(__file__).parents[2] / "migrations" / "versions" / "0009_knowledge_text_ranks.py"
-    spec = importlib.util.spec_from_file_location("knowledge_text_ranks_0009", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    create = str(module.FUNCTION).split("\nREVOKE", 1)[0]
-    return create.replace("FUNCTION knowledge_text_ranks(", "FUNCTION pg_temp.ranks_0009(", 1)
+async def bm25_reference(conn, tenant, query, customer, every) -> list[tuple[float, uuid.UUID]]:
+    """Every matching chunk's score and id, best first, computed here from the chunks' words:
+    Okapi BM25 (k1 1.2, b 0.75, idf within scope) plus a point for the whole query's match."""
+    scope = ("" if every else " AND (customer_id IS NULL OR customer_id = :c)" if customer
+             else " AND customer_id IS NULL")
+    args = {"t": tenant, "c": customer, "q": query}
+    chunks = (await conn.execute(text(
+        "SELECT id, search_vector @@ websearch_to_tsquery('english', :q) AS whole"
+        f" FROM knowledge_chunks WHERE tenant_id = :t{scope}"), args)).all()
+    words: dict[uuid.UUID, dict[str, int]] = {}
+    for chunk in chunks:
+        words[chunk.id] = dict((await conn.execute(text("SELECT word, nentry FROM ts_stat(:s)"), {
+            "s": f"SELECT search_vector FROM knowledge_chunks WHERE id = '{chunk.id}'"})).all())
+    asked = set((await conn.execute(text(
+        "SELECT tsvector_to_array(to_tsvector('english', :q))"), args)).scalar_one())
+    total = len(chunks)
+    avgdl = max(sum(sum(w.values()) for w in words.values()) / max(total, 1), 1)
+    hits = {word: sum(word in w for w in words.values()) for word in asked}
+    scored = []
+    for chunk in chunks:
+        mine = words[chunk.id]
+        held = [word for word in asked if word in mine]
+        if not held:
+            continue
+        length = sum(mine.values())
+        score = sum(math.log(1 + (total - hits[word] + 0.5) / (hits[word] + 0.5))
+                    * mine[word] * 2.2 / (mine[word] + 1.2 * (0.25 + 0.75 * length / avgdl))
+                    for word in held)
+        scored.append((score + (1.0 if chunk.whole else 0.0), chunk.id))
+    return sorted(scored, key=lambda pair: (-pair[0], pair[1]))
 
 
-async def test_the_lean_ranking_ranks_exactly_as_the_first_one(owner_engine, demo):
+async def test_the_text_leg_ranks_by_bm25_as_computed_from_the_chunks_words(owner_engine, demo):
     async with owner_engine.connect() as conn:
-        await conn.exec_driver_sql(_ranks_of_0009())
         await set_tenant(conn, demo)
         customer = (await conn.execute(text("SELECT id FROM customers WHERE tenant_id = :t"
                                             " ORDER BY external_key LIMIT 1"),
@@ -192,21 +231,51 @@ async def test_the_lean_ranking_ranks_exactly_as_the_first_one(owner_engine, dem
         compared = 0
         for query in QUERIES:
             for scope, every in ((None, False), (customer, False), (None, True)):
+                expected = await bm25_reference(conn, demo, query, scope, every)
                 for limit in (3, 40):
-                    args = {"t": demo, "q": query, "c": scope, "e": every, "n": limit}
-                    first = (await conn.execute(text(
-                        "SELECT id, rank FROM pg_temp.ranks_0009(:t, :q, :c, :e, :n)"), args)).all()
-                    lean = (await conn.execute(text(
+                    ranked_rows = (await conn.execute(text(
                         "SELECT id, rank FROM knowledge_text_ranks(:t, :q, :c, :e, :n)"),
-                        args)).all()
-                    # The same chunks in the same order; a score may differ in its last bit,
-                    # as 0009's own did with its plan (the order it summed the words in).
-                    assert [r.id for r in lean] == [r.id for r in first], query
-                    assert [r.rank for r in lean] == pytest.approx([r.rank for r in first],
-                                                                   rel=1e-12, abs=0), query
-                    compared += bool(first)
+                        {"t": demo, "q": query, "c": scope, "e": every, "n": limit})).all()
+                    best = expected[:limit]
+                    assert [r.rank for r in ranked_rows] == pytest.approx(
+                        [score for score, _ in best], rel=1e-9), query
+                    # The same chunks in the same order, but for scores equal to the last bits
+                    # (summed in another order here), which may come either way.
+                    floor = best[-1][0] - 1e-9 if best else 0
+                    assert {r.id for r in ranked_rows} <= {cid for score, cid in expected
+                                                           if score >= floor}, query
+                    compared += bool(best)
         await conn.rollback()
     assert compared > 30  # most queries find something: the comparison is not vacuous
+
+
+async def test_a_chunk_dense_in_the_word_outranks_many_that_mention_it_once(owner_engine):
+    """However many chunks share a word, the one that says it most for its length ranks first:
+    no chunk is left out for its id (the head of 0009-0011 took tied chunks by id)."""
+    tenant, _ = await scratch_tenant(owner_engine, "dense", "Dense Co")
+    filler = " ".join(f"clause{i}" for i in range(40))
+    dense = uuid.UUID("ffffffff-ffff-4fff-bfff-ffffffffffff")  # the last of any tie by id
+    try:
+        async with owner_engine.begin() as conn:
+            document = (await conn.execute(text(
+                "INSERT INTO knowledge_documents (tenant_id, title, source, content, content_hash)"
+                " VALUES (:t, 'Terms', 'test://dense', '', 'dense') RETURNING id"),
+                {"t": tenant})).scalar_one()
+            rows = [{"id": uuid.uuid4(), "n": n, "content": f"The osprey clause. {filler}"}
+                    for n in range(100)]  # more than 0011's head of 4 x 20 held
+            rows.append({"id": dense, "n": 100, "content": "Osprey: the osprey, osprey terms."})
+            await conn.execute(text(
+                "INSERT INTO knowledge_chunks (id, tenant_id, document_id, chunk_index, content,"
+                " token_count) VALUES (:id, :t, :d, :n, :content, 10)"),
+                [{**row, "t": tenant, "d": document} for row in rows])
+        async with owner_engine.connect() as conn:
+            await set_tenant(conn, tenant)
+            found = await ranked(conn, tenant, "osprey")
+            assert len(found) == 20 and found[0] == dense
+            await conn.rollback()
+    finally:
+        async with owner_engine.begin() as conn:
+            await conn.execute(text("DELETE FROM tenants WHERE id = :t"), {"t": tenant})
 
 
 async def test_exclusions_never_bring_in_chunks_that_share_no_word(app_engine, demo):
@@ -247,17 +316,22 @@ async def test_the_one_statement_hybrid_search_ranks_as_the_legs_fused_in_python
 
 
 async def chunk_words(owner_engine, tenant) -> list[tuple]:
-    """The tenant's word list (migration 0011), checked against the words of its chunks."""
+    """The tenant's word list (migrations 0011, 0016), checked against the words of its chunks:
+    each word's count in its chunk and the chunk's length by PostgreSQL's ts_stat."""
     async with owner_engine.connect() as conn:
         kept = sorted((await conn.execute(text(
-            "SELECT word, customer_id, chunk_id FROM knowledge_chunk_words WHERE tenant_id = :t"),
-            {"t": tenant})).all())
-        derived = sorted((await conn.execute(text(
-            "SELECT w, customer_id, id FROM knowledge_chunks,"
-            " unnest(tsvector_to_array(search_vector)) AS w WHERE tenant_id = :t"),
-            {"t": tenant})).all())
-    assert kept == derived  # no word missing, none left over, none twice
-    return kept
+            "SELECT word, customer_id, chunk_id, tf, dl FROM knowledge_chunk_words"
+            " WHERE tenant_id = :t"), {"t": tenant})).all())
+        derived = []
+        for chunk_id, customer_id in (await conn.execute(text(
+                "SELECT id, customer_id FROM knowledge_chunks WHERE tenant_id = :t"),
+                {"t": tenant})).all():
+            counts = (await conn.execute(text("SELECT word, nentry FROM ts_stat(:q)"), {
+                "q": f"SELECT search_vector FROM knowledge_chunks WHERE id = '{chunk_id}'"})).all()
+            length = sum(n for _, n in counts)
+            derived += [(word, customer_id, chunk_id, n, length) for word, n in counts]
+    assert kept == sorted(derived)  # no word missing, none left over, none twice
+    return [(word, customer_id, chunk_id) for word, customer_id, chunk_id, _, _ in kept]
 
 
 async def test_the_word_list_follows_every_insert_update_and_delete(owner_engine):
@@ -299,7 +373,8 @@ async def test_the_word_list_shows_a_tenant_its_own_words_and_the_sandbox_none(
             "SELECT count(*) FROM knowledge_chunk_words WHERE tenant_id = :t"),
             {"t": other})).scalar_one() == 0
         with pytest.raises(DBAPIError, match="row-level security"):
-            await conn.execute(text("INSERT INTO knowledge_chunk_words VALUES (:t, 'x', NULL, :c)"),
+            await conn.execute(text("INSERT INTO knowledge_chunk_words"
+                                    " VALUES (:t, 'x', NULL, :c, 1, 1)"),
                                {"t": other, "c": uuid.uuid4()})
         await conn.rollback()
         await set_tenant(conn, demo)
