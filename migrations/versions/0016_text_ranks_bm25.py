@@ -93,11 +93,14 @@ WHERE s.tenant_id = t.tenant_id AND s.customer_id IS NOT DISTINCT FROM t.custome
 
 # The word list gains each word's count and its chunk's length; its index carries them, so a
 # search still reads the index alone. Rebuilt whole: it is derived from the chunks.
+# The length once per chunk (OFFSET 0 keeps the planner from computing it again for every word:
+# 17 x slower at 100,000 chunks).
 _WORD_ROWS = """
   INSERT INTO knowledge_chunk_words (tenant_id, word, customer_id, chunk_id, tf, dl)
-  SELECT a.tenant_id, w.lexeme, a.customer_id, a.id,
-         coalesce(cardinality(w.positions), 1), knowledge_text_length(a.search_vector)
-  FROM {source} a, unnest(a.search_vector) AS w;
+  SELECT a.tenant_id, w.lexeme, a.customer_id, a.id, coalesce(cardinality(w.positions), 1), l.dl
+  FROM {source} a
+       CROSS JOIN LATERAL (SELECT knowledge_text_length(a.search_vector) AS dl OFFSET 0) AS l,
+       unnest(a.search_vector) AS w;
 """
 _REMOVE_WORDS = """
   DELETE FROM knowledge_chunk_words k
