@@ -79,8 +79,11 @@ class EmbeddedPostgres:
     def force_stop(self) -> None:
         """Stop the server whoever else holds a handle (handles of killed processes linger)."""
         if self._server is not None:
-            self._server.stop()
-            self._server = None
+            server, self._server = self._server, None
+            server.stop()
+            # Its exit hook would stop it again and, finding no server, log a failure (and at
+            # times a traceback) after a clean run.
+            server.cleanup_mode = None
 
 
 def _write_settings(pgdata: Path) -> None:
