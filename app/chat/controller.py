@@ -116,7 +116,7 @@ async def close(request: Request[Any, Any, Any], principal: Any, thread_id: str,
     state = request.app.state
     async with tenant_transaction(state.sessionmaker, principal.tenant_id,
                                   principal.user_id) as session:
-        thread = await service.get_thread(session, thread_id, for_update=True)
+        thread = await service.get_thread_to_close(session, thread_id)
         stopped = await service.close_thread(session, thread, status)
         step, analysis = (None, None)
         if status == "completed":

@@ -274,6 +274,20 @@ async def request_stop(session: AsyncSession, thread: Thread) -> list[uuid.UUID]
     return [r.id for r in runs]
 
 
+async def get_thread_to_close(session: AsyncSession, thread_id: str) -> Thread:
+    """The thread, locked to be closed, after its unfinished runs (in id order).
+
+    A reply's ending writes its run and then its thread's totals, and a flush locks runs in id
+    order: taking the thread first would let a close and an ending each hold what the other
+    needs (a deadlock PostgreSQL breaks by failing one). In this order the later one waits.
+    """
+    await session.execute(
+        select(Run.id).where(Run.thread_id == _thread_key(thread_id),
+                             Run.status.in_(("queued", "running")))
+        .order_by(Run.id).with_for_update(key_share=True))
+    return await get_thread(session, thread_id, for_update=True)
+
+
 async def close_thread(session: AsyncSession, thread: Thread, status: str) -> list[uuid.UUID]:
     """Mark a thread completed or abandoned, stopping any reply still running."""
     if thread.status != "active":

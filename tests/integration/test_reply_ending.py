@@ -3,6 +3,8 @@ database that rolls it back: written again when retrying can help, taken back wh
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 
 from sqlalchemy import text
@@ -83,3 +85,47 @@ async def test_an_ending_that_fails_for_good_ends_the_run_as_interrupted_at_once
         status = (await conn.execute(text("SELECT status FROM thread_runs WHERE id = :r"),
                                      {"r": uuid.UUID(run_id)})).scalar()
     assert status == "interrupted"
+
+
+async def waiting_on_a_lock(owner_engine, timeout_s: float = 10.0) -> None:
+    """Until some transaction waits for a row another holds (read afresh each time)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        async with owner_engine.connect() as conn:
+            if (await conn.execute(text(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted"))).scalar_one():
+                return
+        await asyncio.sleep(0.02)
+    raise AssertionError("nothing waited for a lock")
+
+
+async def test_closing_a_thread_while_its_reply_ends_waits_instead_of_deadlocking(
+        http, auth, new_thread, owner_engine) -> None:
+    """An ending writes its run, then its thread's totals; a close used to lock the thread,
+    then the run, and PostgreSQL failed one of the two. Now the close waits for the ending."""
+    thread = await new_thread("local")
+    await read_stream(http, "POST", f"/api/threads/{thread}/messages", headers=auth(),
+                      json={"content": "When does Acme renew?"})
+    async with owner_engine.begin() as conn:  # its run, as if still ending on another worker
+        run = (await conn.execute(text(
+            "UPDATE thread_runs SET status = 'running', finished_at = NULL,"
+            " worker_id = 'elsewhere', heartbeat_at = now() WHERE thread_id = :t RETURNING id"),
+            {"t": thread})).scalar_one()
+    try:
+        async with owner_engine.connect() as ending:  # the ending's order: run, then thread
+            await ending.execute(text("UPDATE thread_runs SET last_event_seq = last_event_seq"
+                                      " WHERE id = :r"), {"r": run})
+            closing = asyncio.create_task(http.post(f"/api/threads/{thread}/abandon",
+                                                    headers=auth()))
+            await waiting_on_a_lock(owner_engine)
+            await ending.execute(text("UPDATE workflow_chat_threads SET total_tokens ="
+                                      " total_tokens WHERE id = :t"), {"t": thread})
+            await ending.commit()
+        closed = await closing
+        assert closed.status_code == 200, closed.text
+        assert closed.json()["thread"]["status"] == "abandoned"
+    finally:
+        async with owner_engine.begin() as conn:
+            await conn.execute(text("UPDATE thread_runs SET status = 'stopped',"
+                                    " finished_at = now() WHERE id = :r"), {"r": run})
+
