@@ -33,14 +33,22 @@ down_revision = "0015_flush_beats_in_id_order"
 branch_labels = None
 depends_on = None
 
+# No chunk is written while the word list and the totals are rebuilt from the chunks (an
+# ingestion's triggers would otherwise run the old bodies against the new columns, or be missed).
+LOCK = "LOCK TABLE knowledge_chunks IN SHARE MODE;"
+
 # The length of a chunk in words: its lexemes' positions (stop words excluded, as in the
-# matching). A lexeme without positions (a stripped tsvector) counts once.
+# matching). A lexeme without positions (a stripped tsvector) counts once. A tsvector keeps at
+# most 256 positions of a lexeme, and none past 16,383: far beyond a chunk (about 200 tokens).
 LENGTH = """
 CREATE FUNCTION knowledge_text_length(p_vector tsvector) RETURNS INT
 LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
 SET search_path = pg_catalog AS $$
   SELECT coalesce(sum(coalesce(cardinality(w.positions), 1)), 0)::int FROM unnest(p_vector) AS w
 $$;
+-- Called by the chunk statements' triggers, which run as the writing role.
+REVOKE ALL ON FUNCTION knowledge_text_length(tsvector) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION knowledge_text_length(tsvector) TO chatbranch_app;
 """
 
 # Scope totals: a chunk's length joins its scope's total with its count. Chunks never change
@@ -69,13 +77,17 @@ BEGIN
   RETURN NULL;
 END $$;
 
+-- New lengths minus old ones, per scope (rows are not paired: an UPDATE may change ids too).
 CREATE FUNCTION knowledge_scope_sizes_replace() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   UPDATE knowledge_scope_sizes s SET words = s.words + r.change
-  FROM (SELECT n.tenant_id, n.customer_id,
-               sum(knowledge_text_length(n.search_vector)
-                   - knowledge_text_length(o.search_vector)) AS change
-        FROM added n JOIN removed o ON o.id = n.id GROUP BY 1, 2 ORDER BY 1, 2) r
+  FROM (SELECT tenant_id, customer_id, sum(n) AS change
+        FROM (SELECT tenant_id, customer_id, knowledge_text_length(search_vector) AS n
+              FROM added
+              UNION ALL
+              SELECT tenant_id, customer_id, -knowledge_text_length(search_vector) FROM removed
+             ) AS lengths
+        GROUP BY 1, 2 ORDER BY 1, 2) r
   WHERE s.tenant_id = r.tenant_id AND s.customer_id IS NOT DISTINCT FROM r.customer_id
     AND r.change <> 0;
   RETURN NULL;
@@ -105,12 +117,16 @@ _WORD_ROWS = """
 _REMOVE_WORDS = """
   DELETE FROM knowledge_chunk_words k
   USING (SELECT r.tenant_id, w.word, r.id
-         FROM removed r, unnest(tsvector_to_array(r.search_vector)) AS w(word)) AS r
+         FROM {source} r, unnest(tsvector_to_array(r.search_vector)) AS w(word)) AS r
   WHERE k.tenant_id = r.tenant_id AND k.word = r.word AND k.chunk_id = r.id;
 """
+# An UPDATE replaces the words of the chunks whose text changed, and only theirs: re-embedding a
+# chunk (the most common update) leaves its rows, and the index-only scans, alone.
+_CHANGED = ("(SELECT * FROM {this} x WHERE NOT EXISTS (SELECT FROM {other} y"
+            " WHERE y.id = x.id AND y.search_vector = x.search_vector))")
 WORD_COUNTS = f"""
 DROP INDEX knowledge_chunk_words_idx;
-DELETE FROM knowledge_chunk_words;
+TRUNCATE knowledge_chunk_words;  -- derived data: no dead rows, and no row-level security
 ALTER TABLE knowledge_chunk_words ADD COLUMN tf SMALLINT NOT NULL, ADD COLUMN dl INT NOT NULL;
 
 CREATE OR REPLACE FUNCTION knowledge_chunk_words_add() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -122,8 +138,8 @@ END $$;
 CREATE OR REPLACE FUNCTION knowledge_chunk_words_replace() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-{_REMOVE_WORDS}
-{_WORD_ROWS.format(source="added")}
+{_REMOVE_WORDS.format(source=_CHANGED.format(this="removed", other="added"))}
+{_WORD_ROWS.format(source=_CHANGED.format(this="added", other="removed"))}
   RETURN NULL;
 END $$;
 
@@ -197,7 +213,7 @@ $$;
 
 
 def upgrade() -> None:
-    execute_script(LENGTH + SCOPE_TOTALS + WORD_COUNTS + FUNCTION)
+    execute_script(LOCK + LENGTH + SCOPE_TOTALS + WORD_COUNTS + FUNCTION)
 
 
 def downgrade() -> None:

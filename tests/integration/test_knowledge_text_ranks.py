@@ -127,8 +127,9 @@ async def scope_sizes(owner_engine, tenant) -> dict[uuid.UUID | None, int]:
     """Chunks per scope, checked (with the scope's length in words) against the chunks."""
     async with owner_engine.connect() as conn:
         kept = {row.customer_id: (row.chunks, row.words) for row in (await conn.execute(text(
-            "SELECT customer_id, chunks, words FROM knowledge_scope_sizes WHERE tenant_id = :t"
-            " AND chunks > 0"), {"t": tenant})).all()}
+            "SELECT customer_id, chunks, words FROM knowledge_scope_sizes WHERE tenant_id = :t"),
+            {"t": tenant})).all()}
+        emptied = {customer for customer, totals in kept.items() if totals == (0, 0)}
         counted = {}
         for customer_id, in (await conn.execute(text(
                 "SELECT DISTINCT customer_id FROM knowledge_chunks WHERE tenant_id = :t"),
@@ -138,8 +139,8 @@ async def scope_sizes(owner_engine, tenant) -> dict[uuid.UUID | None, int]:
                 " AND customer_id IS NOT DISTINCT FROM :c"),
                 {"t": tenant, "c": customer_id})).scalar_one()
             counted[customer_id] = (chunks, await words_in(conn, tenant, customer_id))
-    assert kept == counted
-    return {customer: chunks for customer, (chunks, _) in kept.items()}
+    assert {c: totals for c, totals in kept.items() if c not in emptied} == counted
+    return {customer: chunks for customer, (chunks, _) in counted.items()}
 
 
 async def words_in(conn, tenant, customer_id) -> int:
@@ -176,6 +177,14 @@ async def test_scope_sizes_follow_every_insert_and_delete(owner_engine):
             await conn.execute(text("UPDATE knowledge_chunks SET content = 'Osprey osprey.'"
                                     " WHERE tenant_id = :t AND chunk_index = 0"), {"t": tenant})
         assert await scope_sizes(owner_engine, tenant) == {None: sizes[None]}
+        async with owner_engine.begin() as conn:  # one statement, both scopes, ids changed too
+            await ingest_document(conn, lexical, tenant_id=tenant, customer_id=customer,
+                                  title="notes", content="Sizes Co wants a discount.",
+                                  source="test://sizes-notes.md")
+            await conn.execute(text("UPDATE knowledge_chunks SET id = gen_random_uuid(),"
+                                    " content = content || ' Renewal renewal.'"
+                                    " WHERE tenant_id = :t"), {"t": tenant})
+        assert await scope_sizes(owner_engine, tenant) == {None: sizes[None], customer: 1}
         async with owner_engine.begin() as conn:
             with pytest.raises(DBAPIError, match="cannot move to another tenant or customer"):
                 await conn.execute(text("UPDATE knowledge_chunks SET customer_id = :c"
@@ -244,6 +253,9 @@ async def test_the_text_leg_ranks_by_bm25_as_computed_from_the_chunks_words(owne
                     floor = best[-1][0] - 1e-9 if best else 0
                     assert {r.id for r in ranked_rows} <= {cid for score, cid in expected
                                                            if score >= floor}, query
+                    scores = {cid: score for score, cid in expected}
+                    assert all(r.rank == pytest.approx(scores[r.id], rel=1e-9)
+                               for r in ranked_rows), query  # each chunk with its own score
                     compared += bool(best)
         await conn.rollback()
     assert compared > 30  # most queries find something: the comparison is not vacuous
@@ -334,6 +346,13 @@ async def chunk_words(owner_engine, tenant) -> list[tuple]:
     return [(word, customer_id, chunk_id) for word, customer_id, chunk_id, _, _ in kept]
 
 
+async def word_row_addresses(owner_engine, tenant) -> set[str]:
+    async with owner_engine.connect() as conn:
+        return {str(a) for a in (await conn.execute(text(
+            "SELECT ctid FROM knowledge_chunk_words WHERE tenant_id = :t"), {"t": tenant})
+        ).scalars()}
+
+
 async def test_the_word_list_follows_every_insert_update_and_delete(owner_engine):
     tenant, customer = await scratch_tenant(owner_engine, "words", "Words Co")
     try:
@@ -346,6 +365,12 @@ async def test_the_word_list_follows_every_insert_update_and_delete(owner_engine
                                   source="test://words-notes.md")
         words = await chunk_words(owner_engine, tenant)
         assert ("discount", customer) in {(w, c) for w, c, _ in words}
+        before = await word_row_addresses(owner_engine, tenant)
+        async with owner_engine.begin() as conn:  # as re-embedding does: every chunk, no text
+            await conn.execute(text("UPDATE knowledge_chunks SET token_count = token_count + 1"
+                                    " WHERE tenant_id = :t"), {"t": tenant})
+        assert await word_row_addresses(owner_engine, tenant) == before  # not rewritten
+        assert await chunk_words(owner_engine, tenant) == words
         async with owner_engine.begin() as conn:
             await conn.execute(text("UPDATE knowledge_chunks SET content = 'Osprey escalation'"
                                     " WHERE tenant_id = :t AND customer_id IS NULL"),
