@@ -67,6 +67,8 @@ ENDING_CTES = _ADD_PARTS + """, woken AS (
 # inside, it stores new parts (idempotent), wakes readers on other workers, records the runs'
 # heartbeat and last stored part, and says which runs were asked to stop.
 _FLUSH = "SELECT id, stop_requested FROM flush_run_events($1, $2, $3, $4, $5, $6)"
+# Why a run whose ending failed was ended by recovery; readers are told it (migration 0017).
+ENDING_NOT_SAVED = "its ending could not be saved"
 
 
 @dataclass
@@ -286,9 +288,10 @@ class RunManager:
         a finish part for its readers), now rather than once its heartbeat has gone stale."""
         try:
             async with tenant_driver(self.engine, handle.tenant_id) as db:
-                await db.execute("UPDATE thread_runs SET heartbeat_at = '-infinity'"
+                await db.execute("UPDATE thread_runs SET heartbeat_at = '-infinity',"
+                                 " error_message = $2"
                                  " WHERE id = $1 AND status IN ('queued', 'running')",
-                                 handle.run_id)
+                                 handle.run_id, ENDING_NOT_SAVED)
             await self.recover_stale()
         except Exception:  # the database is away too: the sweeper ends it later
             log.exception("could not end run %s now; the stale-run sweeper will", handle.run_id)

@@ -81,10 +81,14 @@ async def test_an_ending_that_fails_for_good_ends_the_run_as_interrupted_at_once
     assert "text-delta" in kinds  # the text so far stays
     assert kinds[-3:] == ["error", "data-usage", "finish"] and kinds.count("finish") == 1
     assert streamed[-1]["messageMetadata"]["status"] == "interrupted"
+    # Told why: the server did not stop, the reply could not be saved.
+    assert streamed[-3]["errorText"] == ("The reply was interrupted because its ending could"
+                                         " not be saved. Send it again.")
     async with owner_engine.connect() as conn:
-        status = (await conn.execute(text("SELECT status FROM thread_runs WHERE id = :r"),
-                                     {"r": uuid.UUID(run_id)})).scalar()
-    assert status == "interrupted"
+        status, reason = (await conn.execute(text(
+            "SELECT status, error_message FROM thread_runs WHERE id = :r"),
+            {"r": uuid.UUID(run_id)})).one()
+    assert (status, reason) == ("interrupted", "its ending could not be saved")
 
 
 async def waiting_on_a_lock(owner_engine, timeout_s: float = 10.0) -> None:
@@ -129,3 +133,24 @@ async def test_closing_a_thread_while_its_reply_ends_waits_instead_of_deadlockin
             await conn.execute(text("UPDATE thread_runs SET status = 'stopped',"
                                     " finished_at = now() WHERE id = :r"), {"r": run})
 
+
+
+async def test_a_run_whose_worker_stopped_is_still_told_the_server_stopped(
+        http, auth, new_thread, owner_engine) -> None:
+    """Recovery keeps a reason a worker gave (above) and says 'the server stopped' otherwise."""
+    thread = await new_thread("local")
+    await read_stream(http, "POST", f"/api/threads/{thread}/messages", headers=auth(),
+                      json={"content": "When does Acme renew?"})
+    async with owner_engine.begin() as conn:  # its run, as if its worker died mid-reply
+        run = (await conn.execute(text(
+            "UPDATE thread_runs SET status = 'running', finished_at = NULL, error_message = NULL,"
+            " worker_id = 'gone', heartbeat_at = '-infinity' WHERE thread_id = :t RETURNING id"),
+            {"t": thread})).scalar_one()
+        assert (await conn.execute(text("SELECT recover_stale_runs(30)"))).scalar_one() >= 1
+    parts = await stored_parts(owner_engine, str(run))
+    assert parts[-3]["errorText"] == ("The reply was interrupted because the server stopped."
+                                      " Send it again.")
+    async with owner_engine.connect() as conn:
+        reason = (await conn.execute(text("SELECT error_message FROM thread_runs WHERE id = :r"),
+                                     {"r": run})).scalar_one()
+    assert reason == "the worker stopped before the reply finished"
