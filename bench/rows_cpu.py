@@ -68,7 +68,7 @@ async def row3_cpu(ctx: RunContext) -> dict[str, Any]:
     stack = ctx.stack
     assert stack.service is not None
     assert stack.floor is not None
-    pg_pid = postmaster_pid(stack)
+    pg_pid = postmaster_pid(stack.data_dir)
     systems: list[tuple[str, Target, Proc]] = [
         ("service", targets.service(ctx, stream=False), stack.service),
         ("floor", targets.floor(ctx, stream=False), stack.floor),

@@ -28,6 +28,7 @@ from app.db.migrate import head_revision, upgrade
 from bench.common import quantile
 from bench.context import RunContext, figure, ms
 from bench.procs import tree_cpu_seconds
+from bench.stack import postmaster_pid
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 DATABASE = "bench_rag"
@@ -207,7 +208,7 @@ async def row4_rag(ctx: RunContext, prepared: dict[str, Any]) -> dict[str, Any]:
         # tool in-process) per search, and the rate the clients kept, per level.
         spent = {clients: {"server_s": 0.0, "client_s": 0.0, "wall_s": 0.0}
                  for clients in latencies}
-        postmaster = int((server.data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
+        postmaster = postmaster_pid(server.data_dir)
         per_block = 20 if ctx.smoke else 100
         block_s = 5.0 if ctx.smoke else 12.0  # bounded: a slow search yields fewer samples
         for block in range(2):

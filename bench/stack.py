@@ -146,9 +146,10 @@ def save_seeded(stack: Stack) -> None:
     start_database(stack)
 
 
-def postmaster_pid(stack: Stack) -> int:
-    """The PostgreSQL server's pid (its backends are its children)."""
-    return int((stack.data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
+def postmaster_pid(data_dir: Path) -> int:
+    """The pid of the PostgreSQL server whose data lives in `data_dir` (its backends are its
+    children)."""
+    return int((data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
 
 
 def start_mock(stack: Stack, cpus: set[int] | None) -> None:
