@@ -121,6 +121,22 @@ def new_thread(http, auth, owner_engine):
     return make
 
 
+async def running_run(owner_engine, tenant: uuid.UUID, thread_id: uuid.UUID
+                      ) -> tuple[uuid.UUID, uuid.UUID]:
+    """(run, its reply message): a run of `thread_id` in `tenant`, running, nothing stored."""
+    run_id, reply_id = uuid.uuid4(), uuid.uuid4()
+    async with owner_engine.begin() as conn:
+        await conn.execute(text(
+            "INSERT INTO workflow_chat_messages (id, thread_id, tenant_id, role, content,"
+            " sequence_number, status) VALUES (:m, :th, :t, 'assistant', '', 2000, 'streaming')"),
+            {"m": reply_id, "t": tenant, "th": thread_id})
+        await conn.execute(text(
+            "INSERT INTO thread_runs (id, tenant_id, thread_id, assistant_message_id, status)"
+            " VALUES (:r, :t, :th, :m, 'running')"),
+            {"r": run_id, "t": tenant, "th": thread_id, "m": reply_id})
+    return run_id, reply_id
+
+
 async def thread_rows(owner_engine, thread_id: str) -> dict[str, Any]:
     """Messages, ledger rows and tool calls of a thread, as stored."""
     async with owner_engine.connect() as conn:

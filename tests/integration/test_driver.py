@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import asyncpg
 import pytest
@@ -24,6 +25,7 @@ from app.db.driver import (
 )
 from app.db.engine import create_engine, create_sessionmaker
 from app.db.tenancy import tenant_transaction
+from tests.integration.conftest import running_run
 
 
 @pytest.fixture
@@ -145,22 +147,6 @@ async def test_rows_read_on_the_driver_build_the_same_objects_as_the_orm(
         assert getattr(built, column.key) == getattr(loaded, column.key), column.key
 
 
-async def running_run(owner_engine, tenant: uuid.UUID, thread_id: uuid.UUID
-                      ) -> tuple[uuid.UUID, uuid.UUID]:
-    """(run, its reply message): a run of `thread_id` in `tenant`, running, nothing stored."""
-    run_id, reply_id = uuid.uuid4(), uuid.uuid4()
-    async with owner_engine.begin() as conn:
-        await conn.execute(text(
-            "INSERT INTO workflow_chat_messages (id, thread_id, tenant_id, role, content,"
-            " sequence_number, status) VALUES (:m, :th, :t, 'assistant', '', 2000, 'streaming')"),
-            {"m": reply_id, "t": tenant, "th": thread_id})
-        await conn.execute(text(
-            "INSERT INTO thread_runs (id, tenant_id, thread_id, assistant_message_id, status)"
-            " VALUES (:r, :t, :th, :m, 'running')"),
-            {"r": run_id, "t": tenant, "th": thread_id, "m": reply_id})
-    return run_id, reply_id
-
-
 async def test_a_replys_ending_waits_for_a_flush_of_the_same_parts_without_deadlock(
         app_engine, owner_engine, demo, new_thread) -> None:
     """The flusher and a reply's ending both store parts, then touch the run's row. Were the
@@ -204,6 +190,17 @@ async def test_a_replys_ending_waits_for_a_flush_of_the_same_parts_without_deadl
     assert tuple(message) == ("complete", "the answer")
 
 
+async def flush_in_given_order(engine, *args: Any) -> list:
+    """`flush_run_events(*args)` under a plan that keeps its arrays' order (a nested loop, no
+    hash or merge join): only an explicit sort in the function can change it."""
+    async with statement_driver(engine) as db:
+        await db.execute("SET enable_hashjoin = off; SET enable_mergejoin = off")
+        try:
+            return await db.fetch(_FLUSH, *args)
+        finally:
+            await db.execute("RESET enable_hashjoin; RESET enable_mergejoin")
+
+
 async def test_a_flush_and_a_replys_ending_storing_the_same_parts_never_deadlock(
         four_connections, owner_engine, demo, new_thread) -> None:
     """Both store a run's parts, each waiting on parts the other holds uncommitted. They take
@@ -227,13 +224,8 @@ async def test_a_flush_and_a_replys_ending_storing_the_same_parts_never_deadlock
                       reply_id, "the answer", "text", "{}")
 
     async def flush() -> None:
-        async with statement_driver(four_connections) as db:
-            # A nested loop keeps the arrays' order: only an explicit sort changes it.
-            await db.execute("SET enable_hashjoin = off; SET enable_mergejoin = off")
-            try:
-                await db.fetch(_FLUSH, demo, runs, seqs, texts, [run_id], [len(seqs)])
-            finally:
-                await db.execute("RESET enable_hashjoin; RESET enable_mergejoin")
+        await flush_in_given_order(four_connections, demo, runs, seqs, texts, [run_id],
+                                   [len(seqs)])
 
     async with owner_engine.connect() as owner:
         # A third transaction holds part 3 uncommitted, so both writers stop mid-way: each
@@ -265,17 +257,10 @@ async def test_a_flush_locks_the_runs_it_beats_in_the_order_a_stop_request_does(
     low, high = sorted([(await running_run(owner_engine, demo, uuid.UUID(await new_thread())))[0]
                         for _ in range(2)])
 
-    async def flush() -> list:
-        async with statement_driver(four_connections) as db:
-            await db.execute("SET enable_hashjoin = off; SET enable_mergejoin = off")
-            try:
-                return await db.fetch(_FLUSH, demo, [], [], [], [high, low], [0, 0])
-            finally:
-                await db.execute("RESET enable_hashjoin; RESET enable_mergejoin")
-
     async with tenant_driver(four_connections, demo) as stop:
         await stop.execute("UPDATE thread_runs SET stop_requested = true WHERE id = $1", low)
-        flushing = asyncio.create_task(flush())
+        flushing = asyncio.create_task(
+            flush_in_given_order(four_connections, demo, [], [], [], [high, low], [0, 0]))
         await asyncio.sleep(0.3)
         assert not flushing.done()  # it waits for `low`, which the stop holds
         await stop.execute("UPDATE thread_runs SET stop_requested = true WHERE id = $1", high)

@@ -10,7 +10,7 @@ import uuid
 from sqlalchemy import text
 
 from app.chat import executor
-from tests.integration.conftest import assert_token_invariants, thread_rows
+from tests.integration.conftest import assert_token_invariants, running_run, thread_rows
 from tests.integration.test_driver_errors import DEADLOCK
 from tests.live import read_stream
 
@@ -104,17 +104,11 @@ async def waiting_on_a_lock(owner_engine, timeout_s: float = 10.0) -> None:
 
 
 async def test_closing_a_thread_while_its_reply_ends_waits_instead_of_deadlocking(
-        http, auth, new_thread, owner_engine) -> None:
+        http, auth, new_thread, owner_engine, demo) -> None:
     """An ending writes its run, then its thread's totals; a close used to lock the thread,
     then the run, and PostgreSQL failed one of the two. Now the close waits for the ending."""
     thread = await new_thread("local")
-    await read_stream(http, "POST", f"/api/threads/{thread}/messages", headers=auth(),
-                      json={"content": "When does Acme renew?"})
-    async with owner_engine.begin() as conn:  # its run, as if still ending on another worker
-        run = (await conn.execute(text(
-            "UPDATE thread_runs SET status = 'running', finished_at = NULL,"
-            " worker_id = 'elsewhere', heartbeat_at = now() WHERE thread_id = :t RETURNING id"),
-            {"t": thread})).scalar_one()
+    run, _ = await running_run(owner_engine, demo, uuid.UUID(thread))  # ending elsewhere
     try:
         async with owner_engine.connect() as ending:  # the ending's order: run, then thread
             await ending.execute(text("UPDATE thread_runs SET last_event_seq = last_event_seq"
@@ -134,18 +128,13 @@ async def test_closing_a_thread_while_its_reply_ends_waits_instead_of_deadlockin
                                     " finished_at = now() WHERE id = :r"), {"r": run})
 
 
-
 async def test_a_run_whose_worker_stopped_is_still_told_the_server_stopped(
-        http, auth, new_thread, owner_engine) -> None:
+        new_thread, owner_engine, demo) -> None:
     """Recovery keeps a reason a worker gave (above) and says 'the server stopped' otherwise."""
-    thread = await new_thread("local")
-    await read_stream(http, "POST", f"/api/threads/{thread}/messages", headers=auth(),
-                      json={"content": "When does Acme renew?"})
-    async with owner_engine.begin() as conn:  # its run, as if its worker died mid-reply
-        run = (await conn.execute(text(
-            "UPDATE thread_runs SET status = 'running', finished_at = NULL, error_message = NULL,"
-            " worker_id = 'gone', heartbeat_at = '-infinity' WHERE thread_id = :t RETURNING id"),
-            {"t": thread})).scalar_one()
+    run, _ = await running_run(owner_engine, demo, uuid.UUID(await new_thread("local")))
+    async with owner_engine.begin() as conn:  # its worker died mid-reply
+        await conn.execute(text("UPDATE thread_runs SET heartbeat_at = '-infinity'"
+                                " WHERE id = :r"), {"r": run})
         assert (await conn.execute(text("SELECT recover_stale_runs(30)"))).scalar_one() >= 1
     parts = await stored_parts(owner_engine, str(run))
     assert parts[-3]["errorText"] == ("The reply was interrupted because the server stopped."
