@@ -337,3 +337,33 @@ async def test_a_flush_without_a_tenant_is_refused_and_the_connection_stays_usab
             await db.fetch(_FLUSH, None, [], [], [], [], [])
     async with statement_driver(one_connection) as db:
         assert await db.fetchval("SELECT 1") == 1
+
+
+async def test_a_flush_stamps_a_runs_heartbeat_at_most_once_a_second(
+        app_engine, owner_engine, demo, new_thread) -> None:
+    """Recovery waits 30 s for a silent worker, so a stamp a second is enough: a flush within
+    the second stores its parts and last part but leaves the (indexed) heartbeat alone."""
+    run_id, _ = await running_run(owner_engine, demo, uuid.UUID(await new_thread()))
+    async with owner_engine.begin() as conn:
+        await conn.execute(text("UPDATE thread_runs SET heartbeat_at = now() - interval '5 s'"
+                                " WHERE id = :r"), {"r": run_id})
+
+    async def flush_then_heartbeat(seq: int) -> Any:
+        async with statement_driver(app_engine) as db:
+            await db.fetch(_FLUSH, demo, [run_id], [seq], [parts.encode(parts.simple("start"))],
+                           [run_id], [seq])
+        async with owner_engine.connect() as conn:
+            return (await conn.execute(text(
+                "SELECT heartbeat_at, now() - heartbeat_at < interval '1 s' AS fresh"
+                " FROM thread_runs WHERE id = :r"), {"r": run_id})).one()
+
+    stale_then_stamped = await flush_then_heartbeat(1)
+    assert stale_then_stamped.fresh
+    within_the_second = await flush_then_heartbeat(2)
+    assert within_the_second.heartbeat_at == stale_then_stamped.heartbeat_at
+    assert await stored_state(owner_engine, run_id) == (2, 2)
+    async with owner_engine.connect() as conn:
+        config = (await conn.execute(text(
+            "SELECT proconfig FROM pg_proc WHERE proname = 'flush_run_events'"))).scalar_one()
+    # Planned once per connection: a flush of a few parts otherwise got a custom plan each time.
+    assert "plan_cache_mode=force_generic_plan" in config
