@@ -157,14 +157,14 @@ async def _stream_level(ctx: RunContext, target: Target, pid: int | None, stream
             "rss_per_stream_kib": round((peak_rss - idle_rss) / 1024 / streams, 1) if pid else None}
 
 
-async def _more_threads(ctx: RunContext, count: int) -> None:
-    """Open threads up to `count` (one stream per thread: a thread answers one turn at a time)."""
+async def _fresh_threads(ctx: RunContext, count: int) -> list[str]:
+    """`count` new threads (one stream per thread: a thread answers one turn at a time), opened
+    through the run's main worker so the measured one's heap is left alone."""
     from bench.stack import open_threads
 
     assert ctx.stack.service is not None
-    base = f"http://127.0.0.1:{ctx.stack.service.port}"
-    ctx.stack.threads += await open_threads(base, ctx.stack.token,
-                                            count - len(ctx.stack.threads))
+    return await open_threads(f"http://127.0.0.1:{ctx.stack.service.port}", ctx.stack.token,
+                              count)
 
 
 async def _settle(ctx: RunContext) -> None:
@@ -192,14 +192,14 @@ async def row2_streams(ctx: RunContext) -> dict[str, Any]:
     assert worker is not None
     probes: list[dict[str, Any]] = []
     baselines: dict[int, dict[str, Any]] = {}
-    streams_target = targets.service(ctx, port=worker.port, name="service")
+    warm_target = targets.service(ctx, port=worker.port, name="service")
     # Warm the fresh worker (imports, caches, and its whole database pool: connections are a
     # fixed cost, opened once, not memory per stream), then take its idle RSS as the baseline.
     set_mock(ctx.stack, ttft_ms=0, pacing_ms=0, tokens=8)
     for number in range(20):
-        await send(streams_target, 950_000 + number)
+        await send(warm_target, 950_000 + number)
     set_mock(ctx.stack, ttft_ms=50, pacing_ms=pacing_ms, tokens=5)
-    await closed_loop(lambda n: send(streams_target, 960_000 + n), total=2 * WARM_CLIENTS,
+    await closed_loop(lambda n: send(warm_target, 960_000 + n), total=2 * WARM_CLIENTS,
                       concurrency=WARM_CLIENTS, deadline_s=30)
     await asyncio.sleep(1.0)
     fresh_rss = rss_bytes(worker.pid)
@@ -210,7 +210,12 @@ async def row2_streams(ctx: RunContext) -> dict[str, Any]:
             baselines[streams] = await _stream_level(ctx, targets.direct(ctx), None, streams,
                                                      ramp_s, window_s)
             await _settle(ctx)
-        mine = await _stream_level(ctx, streams_target, worker.pid, streams, ramp_s, window_s,
+        # Each level streams on threads of its own whose history is one question, as the floor
+        # and LiteLLM are sent: the shared threads carry the earlier rows' turns, and a stream
+        # holds its prompt, so their figures would depend on the order the rows ran in.
+        own_threads = targets.service(ctx, port=worker.port, name="service",
+                                threads=await _fresh_threads(ctx, streams))
+        mine = await _stream_level(ctx, own_threads, worker.pid, streams, ramp_s, window_s,
                                    idle_rss=fresh_rss)
         await _settle(ctx)
         mine["added_gap_p99_ms"] = round(mine["gap_p99_ms"] - baselines[streams]["gap_p99_ms"], 2)
@@ -222,8 +227,6 @@ async def row2_streams(ctx: RunContext) -> dict[str, Any]:
     ladder = [10] if ctx.smoke else [50, 100, 200, 350, 500, 750]
     held = 0
     for streams in ladder:
-        if streams > len(stack.threads):
-            await _more_threads(ctx, streams)
         if not await probe(streams):
             break
         held = streams
