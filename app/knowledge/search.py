@@ -372,7 +372,16 @@ FROM knowledge_chunks c JOIN knowledge_documents d ON d.id = c.document_id
 WHERE c.tenant_id = :tenant_id AND c.id = ANY(CAST(:ids AS uuid[]))
 """
 _MARKUP = re.compile(r"[*_`]+|^#+\s*|^\s*[-+>]\s+|^\|\s*|\s*\|\s*$", re.MULTILINE)
+_MARKUP_CHARS = frozenset("*_`#-+>|")  # every match of _MARKUP holds one of them
 SNIPPET_CHARS = 300
+
+
+def _plain(line: str) -> str:
+    """The line without Markdown markup, stripped. A line with none of its characters skips
+    the expression, which tries five alternatives at every position (about 10 µs a line)."""
+    if _MARKUP_CHARS.isdisjoint(line):
+        return line.strip()
+    return _MARKUP.sub("", line).strip()
 
 
 def make_snippet(content: str, query: str, max_chars: int = SNIPPET_CHARS) -> str:
@@ -381,8 +390,7 @@ def make_snippet(content: str, query: str, max_chars: int = SNIPPET_CHARS) -> st
     Chunks hold one sentence or list item per line (see chunking), so a line is a natural unit;
     Markdown emphasis and bullets are dropped because snippets are shown and quoted as text.
     """
-    lines = [line for line in (_MARKUP.sub("", raw).strip() for raw in content.split("\n"))
-             if line]
+    lines = [line for line in (_plain(raw) for raw in content.split("\n")) if line]
     if not lines:
         return ""
     best = 0
