@@ -260,10 +260,12 @@ async def row2_streams(ctx: RunContext) -> dict[str, Any]:
                 + (f", {figures['failed']} failed" if figures["failed"] else ""))
 
     ctx.notes.append(
-        "Row 2: the service's memory per stream is measured on a fresh worker (peak RSS with all"
-        " streams open minus its warm idle RSS, taken after 30 concurrent turns have opened its"
-        " whole database pool); the floor's and LiteLLM's against their idle RSS"
-        " after earlier rows, whose grown heaps make their figures read low.")
+        "Row 2: each level streams on threads opened for it, whose history is one question (as"
+        " the floor and LiteLLM are sent). The service's memory per stream is that of the"
+        " highest level held, measured on a fresh worker (peak RSS with all streams open minus"
+        " its warm idle RSS, taken after 30 concurrent turns have opened its whole database"
+        " pool); the floor's and LiteLLM's against their idle RSS after earlier rows, whose"
+        " grown heaps make their figures read low.")
     service_cell = (f"holds {held} (probes: " + ", ".join(
         f"{p['streams']}→{figure(p['added_gap_p99_ms'])}" for p in probes) + "); "
         f"{figure(memory, 'KiB')}/stream")
