@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from alembic import command
@@ -49,6 +50,16 @@ def execute_script(sql: str) -> None:
     driver_connection = op.get_bind().connection.driver_connection
     assert driver_connection is not None
     await_only(driver_connection.execute(sql))
+
+
+def with_edits(sql: str, edits: Iterable[tuple[str, str]]) -> str:
+    """`sql` with each (old, new) edit made, every `old` found exactly once: a migration that
+    changes an earlier function states only its change."""
+    for old, new in edits:
+        if sql.count(old) != 1:
+            raise ValueError(f"the text to edit holds {sql.count(old)} of {old!r}, not one")
+        sql = sql.replace(old, new)
+    return sql
 
 
 def earlier_constant(beside: str, migration: str, name: str = "FUNCTION") -> str:

@@ -11,7 +11,7 @@ Revises: 0014_flush_parts_in_order
 Create Date: 2026-11-26
 """
 
-from app.db.migrate import earlier_constant, execute_script
+from app.db.migrate import earlier_constant, execute_script, with_edits
 
 revision = "0015_flush_beats_in_id_order"
 down_revision = "0014_flush_parts_in_order"
@@ -32,16 +32,8 @@ _EDITS = (
 )
 
 
-def _function() -> str:
-    """0014's function with the beaten runs locked in id order before its UPDATE."""
-    function = earlier_constant(__file__, "0014_flush_parts_in_order.py")
-    for old, new in _EDITS:
-        assert function.count(old) == 1, old
-        function = function.replace(old, new)
-    return function
-
-
-FUNCTION = _function()
+# 0014's function with the beaten runs locked in id order before its UPDATE.
+FUNCTION = with_edits(earlier_constant(__file__, "0014_flush_parts_in_order.py"), _EDITS)
 
 
 def upgrade() -> None:

@@ -11,7 +11,7 @@ Revises: 0016_text_ranks_bm25
 Create Date: 2026-11-27
 """
 
-from app.db.migrate import earlier_constant, execute_script
+from app.db.migrate import earlier_constant, execute_script, with_edits
 
 revision = "0017_recovery_says_why"
 down_revision = "0016_text_ranks_bm25"
@@ -37,10 +37,7 @@ def _recovery(edited: bool) -> str:
     start = schema.index("CREATE FUNCTION recover_stale_runs")
     body = schema[start:schema.index("END $$;", start) + len("END $$;")]
     body = body.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION")
-    for old, new in _EDITS if edited else ():
-        assert body.count(old) == 1, old
-        body = body.replace(old, new)
-    return body
+    return with_edits(body, _EDITS if edited else ())
 
 
 def upgrade() -> None:

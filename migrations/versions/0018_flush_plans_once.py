@@ -16,7 +16,7 @@ Revises: 0017_recovery_says_why
 Create Date: 2026-11-27
 """
 
-from app.db.migrate import earlier_constant, execute_script
+from app.db.migrate import earlier_constant, execute_script, with_edits
 
 revision = "0018_flush_plans_once"
 down_revision = "0017_recovery_says_why"
@@ -34,16 +34,8 @@ _EDITS = (
 )
 
 
-def _function() -> str:
-    """0015's function with a generic plan and a heartbeat stamped once a second at most."""
-    function = earlier_constant(__file__, "0015_flush_beats_in_id_order.py")
-    for old, new in _EDITS:
-        assert function.count(old) == 1, old
-        function = function.replace(old, new)
-    return function
-
-
-FUNCTION = _function()
+# 0015's function with a generic plan and a heartbeat stamped once a second at most.
+FUNCTION = with_edits(earlier_constant(__file__, "0015_flush_beats_in_id_order.py"), _EDITS)
 
 
 def upgrade() -> None:
