@@ -159,7 +159,8 @@ async def _stream_level(ctx: RunContext, target: Target, pid: int | None, stream
 
 async def _fresh_threads(ctx: RunContext, count: int) -> list[str]:
     """`count` new threads (one stream per thread: a thread answers one turn at a time), opened
-    through the run's main worker so the measured one's heap is left alone."""
+    through the run's main worker: in a full run the measured one is another, whose heap this
+    leaves alone (a smoke run measures the main worker itself)."""
     from bench.stack import open_threads
 
     assert ctx.stack.service is not None
@@ -213,9 +214,9 @@ async def row2_streams(ctx: RunContext) -> dict[str, Any]:
         # Each level streams on threads of its own whose history is one question, as the floor
         # and LiteLLM are sent: the shared threads carry the earlier rows' turns, and a stream
         # holds its prompt, so their figures would depend on the order the rows ran in.
-        own_threads = targets.service(ctx, port=worker.port, name="service",
-                                threads=await _fresh_threads(ctx, streams))
-        mine = await _stream_level(ctx, own_threads, worker.pid, streams, ramp_s, window_s,
+        threads = await _fresh_threads(ctx, streams)
+        on_them = targets.service(ctx, port=worker.port, name="service", threads=threads)
+        mine = await _stream_level(ctx, on_them, worker.pid, streams, ramp_s, window_s,
                                    idle_rss=fresh_rss)
         await _settle(ctx)
         mine["added_gap_p99_ms"] = round(mine["gap_p99_ms"] - baselines[streams]["gap_p99_ms"], 2)

@@ -1,4 +1,4 @@
-"""A flush is planned once per connection and rewrites a run's indexes once a second at most.
+"""A flush is planned once per connection and rewrites a run's indexes twice a second at most.
 
 Under streaming load `flush_run_events` runs a hundred or more times a second, each call between
 tokens and their readers. Two costs in it did nothing for them:
@@ -7,8 +7,12 @@ tokens and their readers. Two costs in it did nothing for them:
   as good at every size measured (1 to 40 runs), so the function now always uses it.
 - Every call stamped `heartbeat_at` on each run it carried. That column is indexed (the
   unfinished-runs index), so each stamp was a non-HOT update writing all three indexes of
-  `thread_runs`. Stale-run recovery waits 30 s, so a stamp a second is plenty; within the
-  second the row keeps its heartbeat and the update (of `last_event_seq` alone) can be HOT.
+  `thread_runs`. Now a heartbeat under half a second old is kept, and the update (of
+  `last_event_seq` alone) can be HOT. Half a second, not one: an idle run beats about once a
+  second (`due_for_flush`), and each of those beats must still stamp, or a run could look
+  twice as old as it is to a short stale-run limit (the crash test uses 2 s). A heartbeat of
+  '-infinity' (a run its worker gave up, `RunManager._end_now`) is kept too, so a flush still
+  in flight cannot revive a run waiting for recovery.
 Everything else is 0015's.
 
 Revision ID: 0018_flush_plans_once
@@ -29,12 +33,13 @@ _EDITS = (
      "SET plan_cache_mode = force_generic_plan AS $$"),
     ("UPDATE thread_runs t SET heartbeat_at = now(),",
      "UPDATE thread_runs t SET heartbeat_at = CASE\n"
-     "                             WHEN t.heartbeat_at > now() - interval '1 second'\n"
+     "                             WHEN t.heartbeat_at > now() - interval '0.5 second'\n"
+     "                               OR t.heartbeat_at = '-infinity'\n"
      "                             THEN t.heartbeat_at ELSE now() END,"),
 )
 
 
-# 0015's function with a generic plan and a heartbeat stamped once a second at most.
+# 0015's function with a generic plan and a heartbeat stamped twice a second at most.
 FUNCTION = with_edits(earlier_constant(__file__, "0015_flush_beats_in_id_order.py"), _EDITS)
 
 
