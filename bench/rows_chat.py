@@ -14,7 +14,7 @@ from bench.common import quantile
 from bench.context import RunContext, figure, ms
 from bench.load import Outcome, Target, closed_loop, gaps_after, hold_streams, open_loop, send
 from bench.procs import rss_bytes
-from bench.stack import set_mock
+from bench.stack import open_threads, set_mock
 
 
 def _systems(ctx: RunContext) -> list[Target]:
@@ -161,8 +161,6 @@ async def _fresh_threads(ctx: RunContext, count: int) -> list[str]:
     """`count` new threads (one stream per thread: a thread answers one turn at a time), opened
     through the run's main worker: in a full run the measured one is another, whose heap this
     leaves alone (a smoke run measures the main worker itself)."""
-    from bench.stack import open_threads
-
     assert ctx.stack.service is not None
     return await open_threads(f"http://127.0.0.1:{ctx.stack.service.port}", ctx.stack.token,
                               count)

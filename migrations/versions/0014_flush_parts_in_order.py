@@ -14,7 +14,7 @@ Revises: 0013_flush_in_one_statement
 Create Date: 2026-11-26
 """
 
-from app.db.migrate import earlier_constant, execute_script
+from app.db.migrate import earlier_constant, execute_script, with_edits
 
 revision = "0014_flush_parts_in_order"
 down_revision = "0013_flush_in_one_statement"
@@ -29,9 +29,8 @@ def _function() -> str:
     """0013's function, as CREATE OR REPLACE (its grants stand), its insert sorted."""
     earlier = earlier_constant(__file__, "0013_flush_in_one_statement.py")
     function = earlier[:earlier.index("REVOKE ALL ON FUNCTION flush_run_events")]
-    assert function.count(_RLS_LINE) == 1
-    return function.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION").replace(
-        _RLS_LINE, _RLS_LINE + _IN_ORDER)
+    return with_edits(function, (("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION"),
+                                 (_RLS_LINE, _RLS_LINE + _IN_ORDER)))
 
 
 FUNCTION = _function()
